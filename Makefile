@@ -1,0 +1,99 @@
+# Bottlerocket update operator — developer entry points. `make help` lists them.
+
+IMG ?= bottlerocket-update-operator:dev
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+LOCALBIN ?= $(CURDIR)/bin
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+KUBECTL ?= kubectl
+GO_TEST_FLAGS ?= -race
+BINARY := bottlerocket-update-operator
+
+# The control-plane binaries (etcd, kube-apiserver) are built from the Go module proxy once and
+# cached outside the repository; hack/controlplane.sh prints their directory.
+KUBEBUILDER_ASSETS_CMD = $(CURDIR)/hack/controlplane.sh
+
+.PHONY: all
+all: build
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ { printf "  %-18s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate CRDs and the two RBAC roles from markers.
+	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=controller-role paths=./controllers/... output:rbac:artifacts:config=config/rbac/controller
+	$(CONTROLLER_GEN) rbac:roleName=agent-role paths=./agent/... output:rbac:artifacts:config=config/rbac/agent
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate deepcopy code from markers.
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
+
+.PHONY: fmt
+fmt: ## Run gofmt on the module.
+	gofmt -l -w $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './bin/*')
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: verify
+verify: manifests generate ## Regenerate everything and fail if anything generated or formatted is stale.
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed on:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	go vet ./...
+	@git diff --exit-code -- config api || { echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- config/crd/bases config/rbac api)" || { echo "untracked generated files:"; git status --porcelain --untracked-files=all -- config/crd/bases config/rbac api; exit 1; }
+
+.PHONY: controlplane
+controlplane: ## Build (once) and print the cached etcd + kube-apiserver directory.
+	@$(KUBEBUILDER_ASSETS_CMD)
+
+.PHONY: test
+test: manifests generate fmt vet ## Run all tests against a real API server (envtest).
+	KUBEBUILDER_ASSETS="$$($(KUBEBUILDER_ASSETS_CMD))" go test $(GO_TEST_FLAGS) ./... -timeout 30m
+
+.PHONY: bench
+bench: ## Run the benchmarks and print their figures.
+	KUBEBUILDER_ASSETS="$$($(KUBEBUILDER_ASSETS_CMD))" go test -run '^$$' -bench . -benchmem ./...
+
+##@ Build
+
+.PHONY: build
+build: ## Build the static operator binary into bin/.
+	CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o $(LOCALBIN)/$(BINARY) .
+
+.PHONY: run
+run: manifests generate fmt vet ## Run the controller against the current kubeconfig.
+	go run . -controller
+
+.PHONY: docker-build
+docker-build: ## Build the container image (needs a Docker engine).
+	docker build -t $(IMG) .
+
+##@ Deployment
+
+.PHONY: install
+install: manifests ## Install the CRDs into the cluster of the current kubeconfig.
+	$(KUBECTL) apply --server-side -k config/crd
+
+.PHONY: uninstall
+uninstall: manifests ## Remove the CRDs from the cluster of the current kubeconfig.
+	$(KUBECTL) delete --ignore-not-found -k config/crd
+
+.PHONY: deploy
+deploy: manifests ## Deploy the operator (image $(IMG)) to the cluster of the current kubeconfig.
+	$(KUBECTL) kustomize config/default | sed 's|image: bottlerocket-update-operator:latest|image: $(IMG)|' | $(KUBECTL) apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: ## Remove the operator from the cluster of the current kubeconfig.
+	$(KUBECTL) kustomize config/default | $(KUBECTL) delete --ignore-not-found -f -
+
+.PHONY: get-nodes-status
+get-nodes-status: ## Print the fleet's update state.
+	@$(KUBECTL) get updatepolicies.updates.bottlerocket.aws -o wide
+	@$(KUBECTL) get bottlerocketnodes.updates.bottlerocket.aws -o wide
+
+$(CONTROLLER_GEN):
+	go -C hack/tools build -o $(CONTROLLER_GEN) sigs.k8s.io/controller-tools/cmd/controller-gen

@@ -1,0 +1,76 @@
+// Command bottlerocket-update-operator keeps fleets of Bottlerocket nodes up to date. It runs
+// as the cluster-wide controller (-controller) or as the per-node agent (-agent).
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	updatesv1alpha1 "github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+)
+
+var scheme = runtime.NewScheme()
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(updatesv1alpha1.AddToScheme(scheme))
+}
+
+// options are the command-line flags shared by both modes.
+type options struct {
+	controller bool
+	agent      bool
+
+	metricsAddr          string
+	probeAddr            string
+	leaderElect          bool
+	leaderElectionNS     string
+	nodeName             string
+	apiSocket            string
+	bootIDFile           string
+	operatorNamespace    string
+	agentRefreshInterval string
+}
+
+func main() {
+	var o options
+	flag.BoolVar(&o.controller, "controller", false, "Run the cluster-wide controller.")
+	flag.BoolVar(&o.agent, "agent", false, "Run the per-node agent (DaemonSet).")
+	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
+	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
+	flag.BoolVar(&o.leaderElect, "leader-elect", false, "Controller: elect a leader so that only one replica acts.")
+	flag.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "Controller: namespace of the leader election lease (default: the pod's namespace).")
+	flag.StringVar(&o.operatorNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"), "Controller: namespace of the operator's own pods, which are never evicted.")
+	flag.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "Agent: the node this agent runs on (downward API NODE_NAME).")
+	flag.StringVar(&o.apiSocket, "api-socket", "/run/api.sock", "Agent: the host's update API socket.")
+	flag.StringVar(&o.bootIDFile, "boot-id-file", "/proc/sys/kernel/random/boot_id", "Agent: file holding the host's boot ID.")
+	flag.StringVar(&o.agentRefreshInterval, "refresh-interval", "30m", "Agent: how often the host's list of updates is refreshed (jittered).")
+	zapOpts := zap.Options{Development: false, TimeEncoder: zapcore.ISO8601TimeEncoder}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("setup")
+
+	var err error
+	switch {
+	case o.controller == o.agent:
+		err = fmt.Errorf("exactly one of -controller or -agent is required")
+	case o.controller:
+		err = runController(o)
+	default:
+		err = runAgent(o)
+	}
+	if err != nil {
+		log.Error(err, "Exiting")
+		os.Exit(1)
+	}
+}
