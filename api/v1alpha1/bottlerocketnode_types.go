@@ -149,9 +149,6 @@ type AgentStatus struct {
 	// +kubebuilder:validation:MaxLength=64
 	// +optional
 	RefreshRequest string `json:"refreshRequest,omitempty"`
-	// lastRefreshTime is when the agent last refreshed the host's list of updates.
-	// +optional
-	LastRefreshTime *metav1.Time `json:"lastRefreshTime,omitempty"`
 }
 
 // BottlerocketNodeStatus is the agent's report (agent) and the controller's view (the rest).

@@ -1,0 +1,345 @@
+package hostapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"sync/atomic"
+	"time"
+)
+
+// Client talks to one host's API over its Unix socket. It is safe for
+// concurrent use.
+type Client struct {
+	http         *http.Client
+	pollInterval time.Duration
+	backoff      backoff
+	now          func() time.Time
+}
+
+type backoff struct {
+	initial, max time.Duration
+	attempts     int
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithHTTPTimeout bounds each single HTTP request (default 30s).
+func WithHTTPTimeout(d time.Duration) Option { return func(c *Client) { c.http.Timeout = d } }
+
+// WithPollInterval sets how often a command's completion is polled (default 500ms,
+// as apiclient does).
+func WithPollInterval(d time.Duration) Option { return func(c *Client) { c.pollInterval = d } }
+
+// WithLockBackoff sets the retries of requests answered 423 Locked: the delay
+// starts at initial, doubles up to max, each wait jittered to [d/2, d], for at
+// most attempts tries in all (0: until the context ends). Default 250ms, 10s, 0.
+func WithLockBackoff(initial, max time.Duration, attempts int) Option {
+	return func(c *Client) { c.backoff = backoff{initial: initial, max: max, attempts: attempts} }
+}
+
+// WithNow sets the clock used to decide whether a command record is newer than
+// the request (default time.Now). It must agree with the host's clock.
+func WithNow(now func() time.Time) Option { return func(c *Client) { c.now = now } }
+
+// New returns a client for the host API served on socketPath (normally
+// DefaultSocketPath).
+func New(socketPath string, opts ...Option) *Client {
+	var d net.Dialer
+	c := &Client{
+		http: &http.Client{
+			Timeout: 30 * time.Second,
+			Transport: &http.Transport{
+				DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+					return d.DialContext(ctx, "unix", socketPath)
+				},
+				// A connection never outlives a request: the host restarts its
+				// server at every reboot and a stale idle connection would turn
+				// the next POST into a spurious transport error.
+				DisableKeepAlives: true,
+			},
+		},
+		pollInterval: 500 * time.Millisecond,
+		backoff:      backoff{initial: 250 * time.Millisecond, max: 10 * time.Second},
+		now:          time.Now,
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// reply is one HTTP answer.
+type reply struct {
+	code int
+	body []byte
+	sent time.Time // when the request that got this answer was sent
+}
+
+// once sends one request. wrote, if not nil, reports whether the request was
+// fully written. Transport errors wrap ErrUnavailable, or the context's error
+// when it has ended.
+func (c *Client) once(ctx context.Context, method, path string, body any, wrote *atomic.Bool) (reply, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return reply{}, fmt.Errorf("encode request: %w", err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	if wrote != nil {
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			WroteRequest: func(i httptrace.WroteRequestInfo) { wrote.Store(i.Err == nil) },
+		})
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://localhost"+path, rd)
+	if err != nil {
+		return reply{}, fmt.Errorf("build request: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	r := reply{sent: c.now()}
+	resp, err := c.http.Do(req)
+	if err == nil {
+		defer resp.Body.Close()
+		r.code = resp.StatusCode
+		r.body, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if err == nil {
+			return r, nil
+		}
+	}
+	if ctx.Err() != nil {
+		return reply{}, ctx.Err()
+	}
+	return reply{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// call sends a request, retrying 423 Locked answers with backoff under ctx.
+// Any other answer is returned as it is. wrote is as for once.
+func (c *Client) call(ctx context.Context, method, path string, body any, wrote *atomic.Bool) (reply, error) {
+	delay := c.backoff.initial
+	for attempt := 1; ; attempt++ {
+		r, err := c.once(ctx, method, path, body, wrote)
+		if err != nil || r.code != http.StatusLocked {
+			return r, err
+		}
+		if c.backoff.attempts > 0 && attempt >= c.backoff.attempts {
+			return r, nil
+		}
+		if err := sleep(ctx, jitter(delay)); err != nil {
+			return reply{}, fmt.Errorf("%w (waiting out 423 Locked)", err)
+		}
+		delay = min(2*delay, c.backoff.max)
+	}
+}
+
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + mrand.N(d/2+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// OS returns the host's OS release information (GET /os).
+func (c *Client) OS(ctx context.Context) (OSInfo, error) {
+	var info OSInfo
+	if err := c.getJSON(ctx, "/os", &info); err != nil {
+		return OSInfo{}, fmt.Errorf("get os: %w", err)
+	}
+	return info, nil
+}
+
+func (c *Client) getJSON(ctx context.Context, path string, v any) error {
+	r, err := c.call(ctx, http.MethodGet, path, nil, nil)
+	if err != nil {
+		return err
+	}
+	if err := statusError(r.code, r.body, nil); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(r.body, v); err != nil {
+		return fmt.Errorf("decode %s: %w", path, err)
+	}
+	return nil
+}
+
+// Status returns the update status (GET /updates/status). It returns an error
+// wrapping ErrStatusUninitialized when the host has not refreshed since it booted.
+func (c *Client) Status(ctx context.Context) (*UpdateStatus, error) {
+	r, err := c.call(ctx, http.MethodGet, "/updates/status", nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("get update status: %w", err)
+	}
+	return statusFrom(r)
+}
+
+func statusFrom(r reply) (*UpdateStatus, error) {
+	if err := statusError(r.code, r.body, ErrStatusUninitialized); err != nil {
+		return nil, fmt.Errorf("get update status: %w", err)
+	}
+	return DecodeStatus(r.body)
+}
+
+// Refresh makes the host re-read its update repository and waits for the outcome.
+func (c *Client) Refresh(ctx context.Context) error { return c.run(ctx, CommandRefresh) }
+
+// Prepare downloads and stages the chosen update and waits for the outcome.
+// It returns an error wrapping ErrNoUpdate when no update is chosen.
+func (c *Client) Prepare(ctx context.Context) error { return c.run(ctx, CommandPrepare) }
+
+// Activate makes the staged image boot next and waits for the outcome.
+func (c *Client) Activate(ctx context.Context) error { return c.run(ctx, CommandActivate) }
+
+// Deactivate undoes an activation and waits for the outcome.
+func (c *Client) Deactivate(ctx context.Context) error { return c.run(ctx, CommandDeactivate) }
+
+// run starts an asynchronous command and waits until the host reports its
+// outcome: nil on Success, a *CommandFailedError on Failed, or an error when
+// the host refuses it or ctx ends first.
+func (c *Client) run(ctx context.Context, cmd CommandType) error {
+	if err := c.runCommand(ctx, cmd); err != nil {
+		return fmt.Errorf("%s: %w", cmd.Action(), err)
+	}
+	return nil
+}
+
+func (c *Client) runCommand(ctx context.Context, cmd CommandType) error {
+	var notFound error
+	if cmd != CommandRefresh {
+		notFound = ErrNoUpdate
+	}
+	r, err := c.call(ctx, http.MethodPost, cmd.Path(), nil, nil)
+	if err != nil {
+		return err
+	}
+	if err := statusError(r.code, r.body, notFound); err != nil {
+		return err
+	}
+	return c.await(ctx, cmd, r.sent)
+}
+
+// await polls the status until it records cmd, asked at asked, with a final outcome.
+func (c *Client) await(ctx context.Context, cmd CommandType, asked time.Time) error {
+	// Host timestamps may carry less precision than ours.
+	asked = asked.Truncate(time.Millisecond)
+	for {
+		r, err := c.once(ctx, http.MethodGet, "/updates/status", nil, nil)
+		if err != nil {
+			return fmt.Errorf("await outcome: %w", err)
+		}
+		switch {
+		case r.code == http.StatusLocked:
+			// Still running.
+		case r.code == http.StatusNotFound && cmd == CommandRefresh:
+			// Not initialized yet; the refresh will initialize it.
+		default:
+			st, err := statusFrom(r)
+			if err != nil {
+				return fmt.Errorf("await outcome: %w", err)
+			}
+			if m := st.MostRecentCommand; m != nil && m.Type == cmd && !m.Timestamp.Before(asked) && m.Status.Final() {
+				if m.Status == CommandFailed {
+					return failedError(m)
+				}
+				return nil
+			}
+		}
+		if err := sleep(ctx, c.pollInterval); err != nil {
+			return fmt.Errorf("await outcome: %w", err)
+		}
+	}
+}
+
+// Reboot asks the host to reboot. An answer that never comes because the
+// connection drops after the request was sent counts as success: the host is
+// going down.
+func (c *Client) Reboot(ctx context.Context) error {
+	var wrote atomic.Bool
+	r, err := c.call(ctx, http.MethodPost, "/actions/reboot", nil, &wrote)
+	if err != nil && wrote.Load() && ctx.Err() == nil && !isTimeout(err) {
+		return nil // the connection dropped under us: rebooting
+	}
+	if err == nil {
+		err = statusError(r.code, r.body, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("reboot: %w", err)
+	}
+	return nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// settingsDoc is the part of GET /settings the client reads and writes.
+type settingsDoc struct {
+	Updates UpdateSettings `json:"updates"`
+}
+
+// UpdateSettings reads settings.updates (GET /settings).
+func (c *Client) UpdateSettings(ctx context.Context) (UpdateSettings, error) {
+	var doc settingsDoc
+	if err := c.getJSON(ctx, "/settings", &doc); err != nil {
+		return UpdateSettings{}, fmt.Errorf("get settings: %w", err)
+	}
+	return doc.Updates, nil
+}
+
+// SetUpdateSettings sets settings.updates.version-lock and ignore-waves in one
+// transaction (PATCH /settings?tx=T, then POST /tx/commit_and_apply?tx=T).
+// Change them before a refresh: prepare re-reads them.
+func (c *Client) SetUpdateSettings(ctx context.Context, versionLock string, ignoreWaves bool) error {
+	if err := c.setUpdateSettings(ctx, versionLock, ignoreWaves); err != nil {
+		return fmt.Errorf("set update settings: %w", err)
+	}
+	return nil
+}
+
+func (c *Client) setUpdateSettings(ctx context.Context, versionLock string, ignoreWaves bool) error {
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	tx := url.QueryEscape("update-operator-" + hex.EncodeToString(id[:]))
+	patch := map[string]any{"updates": map[string]any{"version-lock": versionLock, "ignore-waves": ignoreWaves}}
+	for _, step := range []struct {
+		method, path string
+		body         any
+	}{
+		{http.MethodPatch, "/settings?tx=" + tx, patch},
+		{http.MethodPost, "/tx/commit_and_apply?tx=" + tx, nil},
+	} {
+		r, err := c.call(ctx, step.method, step.path, step.body, nil)
+		if err != nil {
+			return err
+		}
+		if err := statusError(r.code, r.body, nil); err != nil {
+			return fmt.Errorf("%s %s: %w", step.method, step.path, err)
+		}
+	}
+	return nil
+}

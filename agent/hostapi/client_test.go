@@ -1,0 +1,349 @@
+package hostapi_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
+	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
+)
+
+type env struct {
+	h      *hostsim.Host
+	c      *hostapi.Client
+	sock   string
+	bootID string // path of the boot ID file
+	events chan hostsim.RebootEvent
+}
+
+// newEnv starts a simulated host (short durations) and a fast client for it.
+func newEnv(t *testing.T, cfg hostsim.Config, opts ...hostapi.Option) *env {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "hs") // short: Unix socket paths are limited to 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{sock: filepath.Join(dir, "api.sock"), bootID: filepath.Join(dir, "boot_id"), events: make(chan hostsim.RebootEvent, 16)}
+	cfg.BootIDFile = e.bootID
+	cfg.OnReboot = func(ev hostsim.RebootEvent) { e.events <- ev }
+	for _, d := range []*time.Duration{&cfg.RefreshDuration, &cfg.PrepareDuration, &cfg.ActivateDuration, &cfg.RebootDuration} {
+		if *d == 0 {
+			*d = 5 * time.Millisecond
+		}
+	}
+	e.h = hostsim.New(cfg)
+	if err := e.h.Start(e.sock); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.h.Close()
+		_ = os.RemoveAll(dir)
+	})
+	e.c = hostapi.New(e.sock, append([]hostapi.Option{
+		hostapi.WithPollInterval(time.Millisecond),
+		hostapi.WithLockBackoff(time.Millisecond, 10*time.Millisecond, 0),
+		hostapi.WithHTTPTimeout(5 * time.Second),
+	}, opts...)...)
+	return e
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// awaitBoot waits for the host to go down and come back.
+func (e *env) awaitBoot(t *testing.T) hostsim.RebootEvent {
+	t.Helper()
+	for {
+		select {
+		case ev := <-e.events:
+			if ev.Phase == hostsim.RebootUp {
+				return ev
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the host did not come back")
+		}
+	}
+}
+
+func (e *env) readBootID(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(e.bootID)
+	must(t, err)
+	return strings.TrimSpace(string(b))
+}
+
+// steps runs fns in order and returns the first error.
+func steps(c context.Context, fns ...func(context.Context) error) error {
+	for _, fn := range fns {
+		if err := fn(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// update runs refresh, prepare, activate and reboot, and waits for the boot.
+func (e *env) update(t *testing.T) hostsim.RebootEvent {
+	t.Helper()
+	must(t, steps(ctx(t), e.c.Refresh, e.c.Prepare, e.c.Activate, e.c.Reboot))
+	return e.awaitBoot(t)
+}
+
+func TestUpdateCycle(t *testing.T) {
+	e := newEnv(t, hostsim.Config{Version: "1.25.0", Releases: hostsim.Releases("1.25.0", "1.26.0")})
+	c := ctx(t)
+	info, err := e.c.OS(c)
+	if err != nil || info.VersionID != "1.25.0" || info.VariantID != "aws-k8s-1.31" || info.Arch != "x86_64" {
+		t.Fatalf("OS = %+v, %v", info, err)
+	}
+	if _, err := e.c.Status(c); !errors.Is(err, hostapi.ErrStatusUninitialized) {
+		t.Fatalf("Status before refresh: %v, want ErrStatusUninitialized", err)
+	}
+	must(t, e.c.Refresh(c))
+	st, err := e.c.Status(c)
+	if err != nil || st.State != hostapi.StateAvailable || st.ChosenVersion() != "1.26.0" {
+		t.Fatalf("Status = %+v, %v", st, err)
+	}
+	must(t, steps(c, e.c.Prepare, e.c.Activate, e.c.Deactivate, e.c.Activate))
+	st, err = e.c.Status(c)
+	if err != nil || st.State != hostapi.StateReady || st.StagedVersion() != "1.26.0" || !st.StagingPartition.NextToBoot {
+		t.Fatalf("Status = %+v, %v", st, err)
+	}
+	oldBoot := e.readBootID(t)
+	must(t, e.c.Reboot(c)) // random: answered or dropped
+	up := e.awaitBoot(t)
+	if info, err := e.c.OS(c); err != nil || info.VersionID != "1.26.0" || up.FellBack {
+		t.Fatalf("after reboot OS = %+v, %v; event %+v", info, err, up)
+	}
+	if _, err := e.c.Status(c); !errors.Is(err, hostapi.ErrStatusUninitialized) {
+		t.Fatalf("Status after reboot: %v, want ErrStatusUninitialized", err)
+	}
+	if id := e.readBootID(t); id == oldBoot || id != up.BootID {
+		t.Fatalf("boot ID %q (was %q, event %q)", id, oldBoot, up.BootID)
+	}
+	must(t, e.c.Refresh(c))
+}
+
+func TestRebootAnsweredOrDropped(t *testing.T) {
+	for _, mode := range []hostsim.RebootResponse{hostsim.RebootRespond, hostsim.RebootDrop} {
+		e := newEnv(t, hostsim.Config{RebootResponse: mode})
+		must(t, e.c.Reboot(ctx(t)))
+		e.awaitBoot(t)
+	}
+}
+
+func TestConcurrentCallers(t *testing.T) {
+	e := newEnv(t, hostsim.Config{Version: "1.25.0", Releases: hostsim.Releases("1.26.0"),
+		PrepareDuration: 30 * time.Millisecond, ActivateDuration: 30 * time.Millisecond})
+	c := ctx(t)
+	must(t, e.c.Refresh(c))
+	both := func(op func(context.Context) error) [2]error {
+		var errs [2]error
+		var wg sync.WaitGroup
+		for i := range errs {
+			wg.Go(func() { errs[i] = op(c) })
+		}
+		wg.Wait()
+		return errs
+	}
+	if errs := both(e.c.Prepare); errs[0] != nil || errs[1] != nil {
+		t.Fatalf("concurrent Prepare: %v", errs)
+	}
+	errs := both(e.c.Activate)
+	ok, wrong := 0, 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case errors.Is(err, hostapi.ErrWrongState):
+			wrong++
+		}
+	}
+	if ok != 1 || wrong != 1 {
+		t.Fatalf("concurrent Activate: %v, want one success and one ErrWrongState", errs)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		opts  []hostapi.Option
+		setup func(*hostsim.Host)
+		call  func(context.Context, *hostapi.Client) error
+		ctx   time.Duration
+		check func(error) bool
+	}{
+		{name: "prepare fails with stderr",
+			setup: func(h *hostsim.Host) { h.FailPrepare("Failed to download update: 503") },
+			call:  func(c context.Context, cl *hostapi.Client) error { return steps(c, cl.Refresh, cl.Prepare) },
+			check: func(err error) bool {
+				var fe *hostapi.CommandFailedError
+				return errors.As(err, &fe) && fe.Command == hostapi.CommandPrepare && fe.ExitStatus == 1 &&
+					fe.Stderr == "Failed to download update: 503" && strings.HasPrefix(err.Error(), "prepare-update: ")
+			}},
+		{name: "activate fails",
+			setup: func(h *hostsim.Host) { h.FailActivate("signpost: no such partition") },
+			call: func(c context.Context, cl *hostapi.Client) error {
+				return steps(c, cl.Refresh, cl.Prepare, cl.Activate)
+			},
+			check: func(err error) bool {
+				var fe *hostapi.CommandFailedError
+				return errors.As(err, &fe) && fe.Command == hostapi.CommandActivate && fe.Stderr == "signpost: no such partition"
+			}},
+		{name: "refresh fails",
+			setup: func(h *hostsim.Host) { h.FailRefresh("manifest expired") },
+			call:  func(c context.Context, cl *hostapi.Client) error { return cl.Refresh(c) },
+			check: func(err error) bool { var fe *hostapi.CommandFailedError; return errors.As(err, &fe) }},
+		{name: "500 on status",
+			setup: func(h *hostsim.Host) { h.Fail500(1) },
+			call:  func(c context.Context, cl *hostapi.Client) error { _, err := cl.Status(c); return err },
+			check: func(err error) bool {
+				var he *hostapi.HTTPError
+				return errors.As(err, &he) && he.StatusCode == 500 && hostapi.IsServerError(err)
+			}},
+		{name: "500 on every request",
+			setup: func(h *hostsim.Host) { h.Fail500(-1) },
+			call:  func(c context.Context, cl *hostapi.Client) error { return cl.Refresh(c) },
+			check: hostapi.IsServerError},
+		{name: "hung host hits the context deadline",
+			setup: func(h *hostsim.Host) { h.Hang() },
+			call:  func(c context.Context, cl *hostapi.Client) error { _, err := cl.OS(c); return err },
+			ctx:   50 * time.Millisecond,
+			check: func(err error) bool { return errors.Is(err, context.DeadlineExceeded) }},
+		{name: "hung host hits the HTTP timeout",
+			opts:  []hostapi.Option{hostapi.WithHTTPTimeout(30 * time.Millisecond)},
+			setup: func(h *hostsim.Host) { h.Hang() },
+			call:  func(c context.Context, cl *hostapi.Client) error { return cl.Reboot(c) },
+			check: func(err error) bool { return errors.Is(err, hostapi.ErrUnavailable) }},
+		{name: "slow host still answers",
+			setup: func(h *hostsim.Host) { h.Slow(20 * time.Millisecond) },
+			call:  func(c context.Context, cl *hostapi.Client) error { return cl.Refresh(c) },
+			check: func(err error) bool { return err == nil }},
+		{name: "prepare in Idle is the wrong state",
+			call: func(c context.Context, cl *hostapi.Client) error { return cl.Prepare(c) },
+			check: func(err error) bool {
+				return errors.Is(err, hostapi.ErrWrongState) && !hostapi.IsServerError(err)
+			}},
+		{name: "prepare with nothing chosen",
+			call: func(c context.Context, cl *hostapi.Client) error {
+				pin := func(c context.Context) error { return cl.SetUpdateSettings(c, "1.25.0", false) }
+				return steps(c, cl.Refresh, pin, cl.Prepare)
+			},
+			check: func(err error) bool { return errors.Is(err, hostapi.ErrNoUpdate) }},
+		{name: "locked until the retries run out",
+			opts:  []hostapi.Option{hostapi.WithLockBackoff(time.Millisecond, time.Millisecond, 3)},
+			setup: func(h *hostsim.Host) {},
+			call: func(c context.Context, cl *hostapi.Client) error {
+				if err := cl.Refresh(c); err != nil {
+					return err
+				}
+				go func() { _ = cl.Prepare(c) }() // holds the lock for an hour
+				for {
+					if _, err := cl.Status(c); errors.Is(err, hostapi.ErrLocked) || c.Err() != nil {
+						return err
+					}
+				}
+			},
+			check: func(err error) bool { return errors.Is(err, hostapi.ErrLocked) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := hostsim.Config{Version: "1.25.0", Releases: hostsim.Releases("1.25.0", "1.26.0")}
+			if strings.HasPrefix(tc.name, "locked") {
+				cfg.PrepareDuration = time.Hour
+			}
+			e := newEnv(t, cfg, tc.opts...)
+			if tc.setup != nil {
+				tc.setup(e.h)
+			}
+			c := ctx(t)
+			if tc.ctx > 0 {
+				var cancel context.CancelFunc
+				c, cancel = context.WithTimeout(c, tc.ctx)
+				defer cancel()
+			}
+			if err := tc.call(c, e.c); !tc.check(err) {
+				t.Fatalf("got %v (%T)", err, err)
+			}
+		})
+	}
+}
+
+func TestUnreachableHost(t *testing.T) {
+	cl := hostapi.New("/nonexistent/api.sock", hostapi.WithLockBackoff(time.Millisecond, time.Millisecond, 0))
+	c := ctx(t)
+	for name, err := range map[string]error{"reboot": cl.Reboot(c), "refresh": cl.Refresh(c), "settings": cl.SetUpdateSettings(c, "latest", false)} {
+		if !errors.Is(err, hostapi.ErrUnavailable) {
+			t.Errorf("%s: %v, want ErrUnavailable", name, err)
+		}
+	}
+}
+
+func TestHungReboot(t *testing.T) {
+	e := newEnv(t, hostsim.Config{})
+	e.h.HangReboot()
+	c := ctx(t)
+	must(t, e.c.Reboot(c))
+	if _, err := e.c.OS(c); !errors.Is(err, hostapi.ErrUnavailable) {
+		t.Fatalf("OS while the reboot hangs: %v, want ErrUnavailable", err)
+	}
+	e.h.Revive()
+	e.awaitBoot(t)
+	_, err := e.c.OS(c)
+	must(t, err)
+}
+
+func TestDowngradeByPin(t *testing.T) {
+	e := newEnv(t, hostsim.Config{Version: "1.26.0", Releases: hostsim.Releases("1.25.0", "1.26.0")})
+	c := ctx(t)
+	must(t, e.c.SetUpdateSettings(c, "1.25.0", false))
+	if s, err := e.c.UpdateSettings(c); err != nil || s.VersionLock != "1.25.0" || s.IgnoreWaves {
+		t.Fatalf("UpdateSettings = %+v, %v", s, err)
+	}
+	if up := e.update(t); up.Version != "1.25.0" {
+		t.Fatalf("after the update: %+v", up)
+	}
+	if info, err := e.c.OS(c); err != nil || info.VersionID != "1.25.0" {
+		t.Fatalf("OS = %+v, %v", info, err)
+	}
+}
+
+func TestBootFailureFallback(t *testing.T) {
+	e := newEnv(t, hostsim.Config{Version: "1.25.0", Releases: hostsim.Releases("1.26.0")})
+	c := ctx(t)
+	e.h.FailBoot()
+	oldBoot := e.readBootID(t)
+	up := e.update(t)
+	if !up.FellBack || up.Version != "1.25.0" {
+		t.Fatalf("up event %+v, want a fallback to 1.25.0", up)
+	}
+	if info, err := e.c.OS(c); err != nil || info.VersionID != "1.25.0" {
+		t.Fatalf("OS = %+v, %v", info, err)
+	}
+	if _, err := e.c.Status(c); !errors.Is(err, hostapi.ErrStatusUninitialized) {
+		t.Fatalf("Status = %v, want ErrStatusUninitialized", err)
+	}
+	if id := e.readBootID(t); id == oldBoot {
+		t.Fatal("boot ID unchanged after reboot")
+	}
+	must(t, e.c.Refresh(c))
+	st, err := e.c.Status(c)
+	if err != nil || st.State != hostapi.StateAvailable || st.StagedVersion() != "1.26.0" || st.StagingPartition.NextToBoot {
+		t.Fatalf("Status = %+v, %v", st, err)
+	}
+}
