@@ -2,24 +2,53 @@ package main
 
 import (
 	"fmt"
+	"os"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/bottlerocket-ops/update-operator/controllers"
 )
 
 // runController runs the cluster-wide controller until the process is signalled.
 func runController(o options) error {
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	cfg := ctrl.GetConfigOrDie()
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
+		Cache:                   controllers.CacheOptions(),
 		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress:  o.probeAddr,
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        "bottlerocket-update-operator.updates.bottlerocket.aws",
 		LeaderElectionNamespace: o.leaderElectionNS,
+		// Pods are read straight from the API server, never cached cluster-wide.
+		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Pod{}}}},
 	})
 	if err != nil {
 		return fmt.Errorf("creating the controller manager: %w", err)
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("creating the Kubernetes client: %w", err)
+	}
+	if err := (&controllers.NodeReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up node discovery: %w", err)
+	}
+	if err := (&controllers.RolloutReconciler{
+		Client:            mgr.GetClient(),
+		APIReader:         mgr.GetAPIReader(),
+		Kube:              kube,
+		Clock:             clock.RealClock{},
+		Recorder:          mgr.GetEventRecorder(controllers.FieldManager),
+		ControllerNode:    os.Getenv("NODE_NAME"),
+		OperatorNamespace: o.operatorNamespace,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the rollout controller: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the health check: %w", err)
@@ -29,3 +58,4 @@ func runController(o options) error {
 	}
 	return mgr.Start(ctrl.SetupSignalHandler())
 }
+

@@ -34,8 +34,7 @@ func (a *Agent) publish(ctx context.Context, previous, report *v1alpha1.AgentSta
 		"metadata":   map[string]any{"name": a.NodeName},
 		"status":     map[string]any{"agent": agent},
 	}}
-	//nolint:staticcheck // Server-side apply of an unstructured patch; no generated apply configurations.
-	if err := a.Client.Status().Patch(ctx, patch, client.Apply, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+	if err := a.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(patch), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
 		return fmt.Errorf("writing status.agent of BottlerocketNode %s: %w", a.NodeName, err)
 	}
 	log.FromContext(ctx).V(1).Info("Reported the host's state", "version", report.CurrentVersion, "state", report.UpdateState)

@@ -122,6 +122,7 @@ const (
 // Reasons a node in flight reports while it waits inside a phase.
 const (
 	ReasonStaging            Reason = "Staging"
+	ReasonEvicting           Reason = "Evicting"
 	ReasonEvictionBlocked    Reason = "EvictionBlockedByPDB"
 	ReasonMultiplePDBs       Reason = "MultiplePDBs"
 	ReasonNoCapacity         Reason = "NoCapacity"
@@ -168,6 +169,10 @@ const (
 	// uncordons a node somebody else cordoned. It lives on the Node to survive our objects.
 	AnnotationCordonedBy = "updates.bottlerocket.aws/cordoned-by"
 
+	// AnnotationAutoscalerGuard on a Node records that the operator set the two autoscaler
+	// annotations below, so that it removes only what it set.
+	AnnotationAutoscalerGuard = "updates.bottlerocket.aws/autoscaler-guard"
+
 	// AnnotationKarpenterDoNotDisrupt and AnnotationClusterAutoscalerScaleDownDisabled keep
 	// autoscalers from removing a node while it is being updated.
 	AnnotationKarpenterDoNotDisrupt              = "karpenter.sh/do-not-disrupt"
@@ -201,6 +206,7 @@ const (
 	ReasonNotPaused           Reason = "NotPaused"
 	ReasonFailureBudgetSpent  Reason = "FailureBudgetSpent"
 	ReasonInvalidTimeZone     Reason = "InvalidTimeZone"
+	ReasonInvalidSpec         Reason = "InvalidSpec"
 	ReasonHealthy             Reason = "Healthy"
 	ReasonConflictingOperator Reason = "ConflictingOperator"
 )

@@ -72,7 +72,7 @@ func (w Window) instant(wall time.Time) time.Time {
 		return t
 	}
 	// A skipped wall clock: the first instant whose wall clock is past it.
-	lo, hi := t.Add(-dstMargin), t
+	lo, hi := t.Add(-dstMargin), t.Add(dstMargin)
 	for hi.Sub(lo) > time.Second {
 		mid := lo.Add(hi.Sub(lo) / 2)
 		if w.wall(mid).After(wall) {

@@ -1,0 +1,118 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
+	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+)
+
+// FieldManager is the controller's field manager: it owns BottlerocketNode spec, the
+// controller's part of BottlerocketNode status, UpdatePolicy status and the label it sets.
+const FieldManager = "bottlerocket-update-controller"
+
+// minSupportedVersion is the oldest Bottlerocket with the update API the agent drives.
+const minSupportedVersion = "0.4.1"
+
+// osImagePattern matches a Bottlerocket Node's status.nodeInfo.osImage, such as
+// "Bottlerocket OS 1.26.1 (aws-k8s-1.31)".
+var osImagePattern = regexp.MustCompile(`^Bottlerocket OS ([0-9]+\.[0-9]+\.[0-9]+)`)
+
+// bottlerocketVersion returns the Bottlerocket version a Node reports, and whether it is one.
+func bottlerocketVersion(node *corev1.Node) (string, bool) {
+	m := osImagePattern.FindStringSubmatch(node.Status.NodeInfo.OSImage)
+	if m == nil {
+		return "", false
+	}
+	return m[1], true
+}
+
+// NodeReconciler discovers Bottlerocket nodes: it labels every supported one so the agent
+// DaemonSet schedules on it, and keeps one BottlerocketNode per Bottlerocket Node.
+type NodeReconciler struct {
+	Client client.Client
+}
+
+// Reconcile labels a Bottlerocket Node and creates its BottlerocketNode, or removes the
+// BottlerocketNode of a Node that is gone.
+func (r *NodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+	var node corev1.Node
+	if err := r.Client.Get(ctx, req.NamespacedName, &node); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, fmt.Errorf("reading Node %s: %w", req.Name, err)
+		}
+		// The owner reference lets the garbage collector do this too; doing it here frees the
+		// node's slot at once.
+		brn := &v1alpha1.BottlerocketNode{ObjectMeta: metav1.ObjectMeta{Name: req.Name}}
+		if err := r.Client.Delete(ctx, brn); client.IgnoreNotFound(err) != nil {
+			return ctrl.Result{}, fmt.Errorf("deleting the BottlerocketNode of gone Node %s: %w", req.Name, err)
+		}
+		return ctrl.Result{}, nil
+	}
+	version, ok := bottlerocketVersion(&node)
+	if !ok || !node.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	supported := hostapi.CompareVersions(version, minSupportedVersion) >= 0
+	if supported && node.Labels[v1alpha1.LabelInterfaceVersion] != v1alpha1.InterfaceVersion {
+		patch := client.MergeFrom(node.DeepCopy())
+		if node.Labels == nil {
+			node.Labels = map[string]string{}
+		}
+		node.Labels[v1alpha1.LabelInterfaceVersion] = v1alpha1.InterfaceVersion
+		if err := r.Client.Patch(ctx, &node, patch, client.FieldOwner(FieldManager)); err != nil {
+			return ctrl.Result{}, fmt.Errorf("labelling Node %s: %w", node.Name, err)
+		}
+		logger.Info("Labelled Bottlerocket node for the agent", "label", v1alpha1.LabelInterfaceVersion)
+	}
+
+	brn := &v1alpha1.BottlerocketNode{ObjectMeta: metav1.ObjectMeta{Name: node.Name}}
+	err := r.Client.Get(ctx, client.ObjectKeyFromObject(brn), brn)
+	switch {
+	case apierrors.IsNotFound(err):
+		brn.Spec.Action = v1alpha1.ActionNone
+		if err := controllerutil.SetOwnerReference(&node, brn, r.Client.Scheme()); err != nil {
+			return ctrl.Result{}, fmt.Errorf("owning BottlerocketNode %s by its Node: %w", node.Name, err)
+		}
+		if err := r.Client.Create(ctx, brn, client.FieldOwner(FieldManager)); err != nil && !apierrors.IsAlreadyExists(err) {
+			return ctrl.Result{}, fmt.Errorf("creating BottlerocketNode %s: %w", node.Name, err)
+		}
+		logger.Info("Created BottlerocketNode", "version", version)
+	case err != nil:
+		return ctrl.Result{}, fmt.Errorf("reading BottlerocketNode %s: %w", node.Name, err)
+	}
+	if !supported && brn.Status.Reason != v1alpha1.ReasonUnsupportedHost {
+		patch := client.MergeFrom(brn.DeepCopy())
+		brn.Status.Phase, brn.Status.Reason = v1alpha1.PhaseIdle, v1alpha1.ReasonUnsupportedHost
+		brn.Status.Message = fmt.Sprintf("Bottlerocket %s is older than %s and has no update API; update it by replacing the node", version, minSupportedVersion)
+		if err := r.Client.Status().Patch(ctx, brn, patch, client.FieldOwner(FieldManager)); err != nil {
+			return ctrl.Result{}, fmt.Errorf("reporting BottlerocketNode %s unsupported: %w", node.Name, err)
+		}
+	}
+	return ctrl.Result{}, nil
+}
+
+// isBottlerocket reports whether a Node runs Bottlerocket.
+func isBottlerocket(node *corev1.Node) bool {
+	return strings.HasPrefix(node.Status.NodeInfo.OSImage, "Bottlerocket OS ")
+}
+
+// SetupWithManager registers the node discovery.
+func (r *NodeReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("node-discovery").
+		For(&corev1.Node{}).
+		Complete(r)
+}

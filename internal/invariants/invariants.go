@@ -1,0 +1,377 @@
+// Package invariants checks the rollout invariants on successive observations of a fleet.
+//
+// It is written independently of the planner: it recomputes governance, budgets, windows,
+// wave order and failure budgets from the policies and the nodes, using only the API types'
+// own arithmetic, so that a planner bug cannot hide itself. The controller's tests and the
+// end-to-end watcher reuse it.
+package invariants
+
+import (
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+)
+
+// implicitWave names the wave of nodes no policy wave claims (the lifecycle contract's "rest").
+const implicitWave = "rest"
+
+// Rules a Violation names.
+const (
+	RuleUngoverned  = "StartWithoutPolicy"
+	RulePaused      = "StartWhilePaused"
+	RuleDryRun      = "ChangeInDryRun"
+	RuleHalted      = "StartWhileHalted"
+	RuleWaveOrder   = "WaveOrder"
+	RuleSoak        = "Soak"
+	RuleWindow      = "DrainOutsideWindow"
+	RuleBudget      = "MaxUnavailable"
+	RuleZoneBudget  = "MaxUnavailablePerZone"
+	RuleWaveBudget  = "WaveMaxUnavailable"
+	RuleStaging     = "StagingMaxConcurrent"
+	RuleSkippedStep = "SkippedStaging"
+)
+
+// Node is one observed node and its BottlerocketNode (nil if none).
+type Node struct {
+	Node *corev1.Node
+	BRN  *v1alpha1.BottlerocketNode
+}
+
+// Snapshot is the fleet at one instant.
+type Snapshot struct {
+	Now      time.Time
+	Policies []v1alpha1.UpdatePolicy
+	Nodes    []Node
+}
+
+// Violation is one broken invariant.
+type Violation struct {
+	Rule    string
+	Policy  string
+	Node    string
+	Message string
+}
+
+func (v Violation) String() string {
+	return fmt.Sprintf("%s: policy %s node %s: %s", v.Rule, v.Policy, v.Node, v.Message)
+}
+
+// Checker follows a fleet from step to step. It remembers when it first saw each wave of
+// each rollout complete, as the planner persists it.
+type Checker struct {
+	completed map[waveKey]time.Time
+}
+
+type waveKey struct{ policy, target, wave string }
+
+// NewChecker returns a Checker that has seen nothing yet.
+func NewChecker() *Checker {
+	return &Checker{completed: map[waveKey]time.Time{}}
+}
+
+// Step checks the transition from before to after, two observations at after.Now, typically
+// the fleet a planner saw and the fleet with its decisions applied. Every node that entered
+// Staging or Draining must have been allowed to; the budgets must hold after it.
+func (c *Checker) Step(before, after Snapshot) []Violation {
+	prev := make(map[string]*v1alpha1.BottlerocketNode, len(before.Nodes))
+	for _, n := range before.Nodes {
+		if n.BRN != nil {
+			prev[n.Node.Name] = n.BRN
+		}
+	}
+	f := newFleet(after)
+	c.recordCompletions(f)
+	var out []Violation
+	for i, n := range after.Nodes {
+		if n.BRN == nil {
+			continue
+		}
+		old := prev[n.Node.Name]
+		var was v1alpha1.NodePhase
+		if old != nil {
+			was = old.Status.Phase
+		}
+		p := f.governor[i]
+		if p >= 0 && after.Policies[p].Spec.DryRun && old != nil && old.Spec.Action != n.BRN.Spec.Action {
+			out = append(out, f.violation(RuleDryRun, p, i, "spec.action changed from %s to %s in dry-run", old.Spec.Action, n.BRN.Spec.Action))
+		}
+		now := n.BRN.Status.Phase
+		entered := now != was && (now == v1alpha1.PhaseStaging || now == v1alpha1.PhaseDraining)
+		if !entered {
+			continue
+		}
+		if p < 0 {
+			out = append(out, f.violation(RuleUngoverned, p, i, "entered %s though no single policy governs it", now))
+			continue
+		}
+		if now == v1alpha1.PhaseDraining && was != v1alpha1.PhaseStaged {
+			out = append(out, f.violation(RuleSkippedStep, p, i, "entered Draining from %q, not Staged", was))
+		}
+		out = append(out, c.checkStart(f, p, i)...)
+		if now == v1alpha1.PhaseDraining {
+			out = append(out, f.checkDrain(p, i)...)
+		} else {
+			out = append(out, f.checkStaging(p, i)...)
+		}
+	}
+	return out
+}
+
+// fleet is a snapshot with governance recomputed.
+type fleet struct {
+	Snapshot
+	governor []int // policy index governing each node, -1 for none
+}
+
+func newFleet(s Snapshot) *fleet {
+	f := &fleet{Snapshot: s, governor: make([]int, len(s.Nodes))}
+	sels := make([]labels.Selector, len(s.Policies))
+	for j := range s.Policies {
+		sel := labels.Everything()
+		if ls := s.Policies[j].Spec.NodeSelector; ls != nil {
+			var err error
+			if sel, err = metav1.LabelSelectorAsSelector(ls); err != nil {
+				sel = labels.Nothing()
+			}
+		}
+		sels[j] = sel
+	}
+	for i, n := range s.Nodes {
+		f.governor[i] = -1
+		if n.Node.Annotations[v1alpha1.AnnotationExclude] == "true" {
+			continue
+		}
+		matches := 0
+		for j, sel := range sels {
+			if sel.Matches(labels.Set(n.Node.Labels)) {
+				matches++
+				f.governor[i] = j
+			}
+		}
+		if matches != 1 {
+			f.governor[i] = -1
+		}
+	}
+	return f
+}
+
+func (f *fleet) violation(rule string, p, i int, format string, args ...any) Violation {
+	v := Violation{Rule: rule, Node: f.Nodes[i].Node.Name, Message: fmt.Sprintf(format, args...)}
+	if p >= 0 {
+		v.Policy = f.Policies[p].Name
+	}
+	return v
+}
+
+// members calls fn for every node policy p governs.
+func (f *fleet) members(p int, fn func(i int)) {
+	for i, g := range f.governor {
+		if g == p {
+			fn(i)
+		}
+	}
+}
+
+// waveNames lists a policy's waves in order, the implicit one last.
+func waveNames(spec *v1alpha1.UpdatePolicySpec) []string {
+	names := make([]string, 0, len(spec.Waves)+1)
+	implicit := true
+	for _, w := range spec.Waves {
+		names = append(names, w.Name)
+		implicit = implicit && w.Name != implicitWave
+	}
+	if implicit {
+		names = append(names, implicitWave)
+	}
+	return names
+}
+
+// done reports whether a node is finished with target: Updated on it, or Failed for it.
+func done(n Node, target string) bool {
+	st := &n.BRN.Status
+	switch st.Phase {
+	case v1alpha1.PhaseUpdated:
+		return st.Agent != nil && st.Agent.CurrentVersion == target
+	case v1alpha1.PhaseFailed:
+		return st.FailedTarget == target
+	}
+	return false
+}
+
+// recordCompletions remembers every wave seen complete for the first time: the latest
+// Updated or Failed time of its nodes.
+func (c *Checker) recordCompletions(f *fleet) {
+	type tally struct {
+		nodes, done int
+		last        time.Time
+	}
+	tallies := map[waveKey]*tally{}
+	for i, n := range f.Nodes {
+		if f.governor[i] < 0 || n.BRN == nil || n.BRN.Status.RolloutTarget == "" {
+			continue
+		}
+		st := &n.BRN.Status
+		k := waveKey{f.Policies[f.governor[i]].Name, st.RolloutTarget, st.Wave}
+		t := tallies[k]
+		if t == nil {
+			t = &tally{}
+			tallies[k] = t
+		}
+		t.nodes++
+		if done(n, st.RolloutTarget) {
+			t.done++
+			for _, at := range []*metav1.Time{st.UpdatedTime, st.FailedTime} {
+				if at != nil && at.After(t.last) {
+					t.last = at.Time
+				}
+			}
+		}
+	}
+	for k, t := range tallies {
+		if _, seen := c.completed[k]; !seen && t.done == t.nodes {
+			c.completed[k] = t.last
+		}
+	}
+}
+
+// checkStart checks what holds for any node entering Staging or Draining: policy not paused
+// nor in dry-run, rollout not halted, every earlier wave complete and soaked.
+func (c *Checker) checkStart(f *fleet, p, i int) []Violation {
+	pol := &f.Policies[p]
+	st := &f.Nodes[i].BRN.Status
+	target := f.Nodes[i].BRN.Spec.TargetVersion
+	var out []Violation
+	if pol.Spec.Paused {
+		out = append(out, f.violation(RulePaused, p, i, "entered %s while the policy is paused", st.Phase))
+	}
+	if pol.Spec.DryRun {
+		out = append(out, f.violation(RuleDryRun, p, i, "entered %s in dry-run", st.Phase))
+	}
+	failed := 0
+	f.members(p, func(j int) {
+		b := f.Nodes[j].BRN
+		if j == i || b == nil || b.Status.Phase != v1alpha1.PhaseFailed || b.Status.FailedTarget != target {
+			return
+		}
+		if r := pol.Status.ResumeTime; r == nil || b.Status.FailedTime == nil || b.Status.FailedTime.After(r.Time) {
+			failed++
+		}
+	})
+	if limit := max(int(pol.Spec.FailurePolicy.MaxFailedNodes), 1); failed >= limit {
+		out = append(out, f.violation(RuleHalted, p, i, "entered %s with %d nodes failed for %s (limit %d)", st.Phase, failed, target, limit))
+	}
+	soaks := map[string]time.Duration{}
+	for _, w := range pol.Spec.Waves {
+		if w.SoakTime != nil {
+			soaks[w.Name] = w.SoakTime.Duration
+		}
+	}
+	populated := map[string]bool{}
+	f.members(p, func(j int) {
+		if b := f.Nodes[j].BRN; b != nil && b.Status.RolloutTarget == target {
+			populated[b.Status.Wave] = true
+		}
+	})
+	for _, w := range waveNames(&pol.Spec) {
+		if w == st.Wave {
+			break
+		}
+		if !populated[w] {
+			continue
+		}
+		at, ok := c.completed[waveKey{pol.Name, target, w}]
+		switch {
+		case !ok:
+			out = append(out, f.violation(RuleWaveOrder, p, i, "wave %s started before wave %s completed", st.Wave, w))
+		case !at.IsZero() && f.Now.Before(at.Add(soaks[w])):
+			out = append(out, f.violation(RuleSoak, p, i, "wave %s started before wave %s soaked (until %s)", st.Wave, w, at.Add(soaks[w])))
+		}
+	}
+	return out
+}
+
+// unavailable reports whether a node consumes a disruption slot.
+func unavailable(n Node) bool {
+	if n.Node.Spec.Unschedulable || (n.BRN != nil && n.BRN.Status.Phase.Unavailable()) {
+		return true
+	}
+	for _, c := range n.Node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status != corev1.ConditionTrue
+		}
+	}
+	return true
+}
+
+// checkDrain checks a node that entered Draining: a window of its wave is open, and the
+// budgets (total with the pause after each Updated node, per zone, per wave) hold.
+func (f *fleet) checkDrain(p, i int) []Violation {
+	pol := &f.Policies[p]
+	brn := f.Nodes[i].BRN
+	var out []Violation
+	if ok, err := pol.Spec.DisruptionAllowed(brn.Status.Wave, f.Now); !ok {
+		out = append(out, f.violation(RuleWindow, p, i, "entered Draining outside a maintenance window (error: %v)", err))
+	}
+	zone := f.Nodes[i].Node.Labels[v1alpha1.LabelZone]
+	var governed, used, cooling, zoneNodes, zoneUsed, waveNodes, waveUsed int
+	pause := pol.Spec.PauseBetweenNodesOrDefault()
+	f.members(p, func(j int) {
+		n := f.Nodes[j]
+		inZone := n.Node.Labels[v1alpha1.LabelZone] == zone
+		inWave := n.BRN != nil && n.BRN.Status.RolloutTarget == brn.Status.RolloutTarget && n.BRN.Status.Wave == brn.Status.Wave
+		governed++
+		zoneNodes += b2i(inZone)
+		waveNodes += b2i(inWave)
+		if unavailable(n) {
+			used++
+			zoneUsed += b2i(inZone)
+			waveUsed += b2i(inWave)
+		} else if n.BRN != nil && n.BRN.Status.Phase == v1alpha1.PhaseUpdated && n.BRN.Status.UpdatedTime != nil &&
+			f.Now.Before(n.BRN.Status.UpdatedTime.Add(pause)) {
+			cooling++
+		}
+	})
+	limit, _ := pol.Spec.MaxUnavailableOf(governed)
+	if used+cooling > limit {
+		out = append(out, f.violation(RuleBudget, p, i, "%d unavailable and %d slots pausing, limit %d", used, cooling, limit))
+	}
+	if zl, _ := pol.Spec.MaxUnavailablePerZoneOf(zoneNodes); zoneUsed > zl {
+		out = append(out, f.violation(RuleZoneBudget, p, i, "zone %q: %d unavailable, limit %d", zone, zoneUsed, zl))
+	}
+	for k := range pol.Spec.Waves {
+		if w := &pol.Spec.Waves[k]; w.Name == brn.Status.Wave {
+			if wl, _ := w.MaxUnavailableOf(waveNodes); waveUsed > wl {
+				out = append(out, f.violation(RuleWaveBudget, p, i, "wave %s: %d unavailable, limit %d", w.Name, waveUsed, wl))
+			}
+		}
+	}
+	return out
+}
+
+// checkStaging checks a node that entered Staging: staging.maxConcurrent holds.
+func (f *fleet) checkStaging(p, i int) []Violation {
+	pol := &f.Policies[p]
+	governed, staging := 0, 0
+	f.members(p, func(j int) {
+		governed++
+		if b := f.Nodes[j].BRN; b != nil && b.Status.Phase == v1alpha1.PhaseStaging {
+			staging++
+		}
+	})
+	if limit, _ := pol.Spec.StagingMaxConcurrentOf(governed); staging > limit {
+		return []Violation{f.violation(RuleStaging, p, i, "%d nodes staging, limit %d", staging, limit)}
+	}
+	return nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,162 @@
+package planner
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/internal/invariants"
+)
+
+// fuzzBytes hands out fuzz input one choice at a time; past its end every choice is 0.
+type fuzzBytes []byte
+
+func (b *fuzzBytes) next() int {
+	if len(*b) == 0 {
+		return 0
+	}
+	v := int((*b)[0])
+	*b = (*b)[1:]
+	return v
+}
+
+func (b *fuzzBytes) pick(n int) int { return b.next() % n }
+func (b *fuzzBytes) flag() bool     { return b.next()%2 == 1 }
+
+func pickOf[T any](b *fuzzBytes, options ...T) T { return options[b.pick(len(options))] }
+
+var (
+	fuzzVersions = []string{"1.19.0", "1.20.0", "1.20.10", "1.21.0", "1.3.0"}
+	fuzzPhases   = []v1alpha1.NodePhase{
+		"", v1alpha1.PhaseIdle, v1alpha1.PhasePending, v1alpha1.PhaseStaging, v1alpha1.PhaseStaged,
+		v1alpha1.PhaseDraining, v1alpha1.PhaseRebooting, v1alpha1.PhaseVerifying,
+		v1alpha1.PhaseStabilizing, v1alpha1.PhaseUpdated, v1alpha1.PhaseFailed,
+	}
+	fuzzBudgets = []string{"0", "1", "2", "3", "10%", "50%", "100%", "-1", "x%"}
+	fuzzWindows = []v1alpha1.MaintenanceWindow{
+		{Schedule: "0 22 * * *", Duration: metav1.Duration{Duration: 4 * time.Hour}, TimeZone: "Europe/Berlin"},
+		{Schedule: "@hourly", Duration: metav1.Duration{Duration: 10 * time.Minute}},
+		{Schedule: "30 2 * * 0", Duration: metav1.Duration{Duration: time.Hour}, TimeZone: "America/New_York"},
+		{Schedule: "not cron", Duration: metav1.Duration{Duration: time.Hour}},
+		{Schedule: "0 1 * * *", Duration: metav1.Duration{Duration: time.Hour}, TimeZone: "Mars/Olympus"},
+	}
+)
+
+// fuzzPolicy builds one policy from the fuzz input.
+func fuzzPolicy(b *fuzzBytes, i int) v1alpha1.UpdatePolicy {
+	p := policy(fmt.Sprintf("p%d", i))
+	s := &p.Spec
+	if b.flag() {
+		s.NodeSelector = selector("pool", pickOf(b, "a", "b"))
+	}
+	s.Version = pickOf(b, v1alpha1.VersionLatest, "1.21.0", "1.19.0")
+	s.MaxUnavailable = intOrStr(pickOf(b, fuzzBudgets...))
+	if b.flag() {
+		s.MaxUnavailablePerZone = intOrStr(pickOf(b, fuzzBudgets...))
+	}
+	if b.flag() {
+		s.Staging = &v1alpha1.StagingSpec{MaxConcurrent: intOrStr(pickOf(b, "1", "3", "50%"))}
+	}
+	s.PauseBetweenNodes = dur(time.Duration(b.pick(4)) * 5 * time.Minute)
+	s.FailurePolicy.MaxFailedNodes = int32(b.pick(3) + 1)
+	s.Paused, s.DryRun = b.pick(5) == 0, b.pick(5) == 0
+	for range b.pick(3) {
+		s.MaintenanceWindows = append(s.MaintenanceWindows, pickOf(b, fuzzWindows...))
+	}
+	for w := range b.pick(4) {
+		wave := v1alpha1.Wave{Name: fmt.Sprintf("w%d", w), SoakTime: dur(time.Duration(b.pick(3)) * 15 * time.Minute)}
+		if b.flag() {
+			wave.NodeSelector = selector("tier", pickOf(b, "x", "y"))
+		} else {
+			wave.Nodes = intOrStr(pickOf(b, "1", "2", "30%"))
+		}
+		if b.flag() {
+			wave.MaxUnavailable = intOrStr(pickOf(b, fuzzBudgets...))
+		}
+		if b.pick(4) == 0 {
+			wave.MaintenanceWindows = []v1alpha1.MaintenanceWindow{pickOf(b, fuzzWindows...)}
+		}
+		s.Waves = append(s.Waves, wave)
+	}
+	if b.flag() {
+		p.Status.TargetVersion = pickOf(b, fuzzVersions...)
+	}
+	if b.flag() {
+		p.Status.ResumeTime = mtime(t0.Add(-time.Duration(b.pick(48)) * time.Hour))
+	}
+	return p
+}
+
+// fuzzNode builds one node in an arbitrary observed state.
+func fuzzNode(b *fuzzBytes, i int, now time.Time) NodeState {
+	n := host(fmt.Sprintf("n%02d", i), pickOf(b, "a", "b", ""), pickOf(b, fuzzVersions...), fuzzVersions[:b.pick(len(fuzzVersions)+1)]...)
+	n.Node.Labels["pool"] = pickOf(b, "a", "b", "c")
+	n.Node.Labels["tier"] = pickOf(b, "x", "y", "z")
+	n.Node.Spec.Unschedulable = b.pick(6) == 0
+	setReady(n.Node, b.pick(6) != 0)
+	if b.pick(10) == 0 {
+		n.Node.Annotations = map[string]string{v1alpha1.AnnotationExclude: "true"}
+	}
+	switch b.pick(8) {
+	case 0:
+		n.BRN = nil
+		return n
+	case 1:
+		n.BRN.Status.Agent = nil
+	}
+	st := &n.BRN.Status
+	st.Phase = pickOf(b, fuzzPhases...)
+	st.RolloutTarget = pickOf(b, fuzzVersions...)
+	st.Wave = pickOf(b, "w0", "w1", "w2", ImplicitWave, "gone")
+	n.BRN.Spec.TargetVersion = st.RolloutTarget
+	if st.Phase.InFlight() {
+		n.BRN.Spec.Action = v1alpha1.ActionStage
+	}
+	ago := func() *metav1.Time { return mtime(now.Add(-time.Duration(b.pick(180)) * time.Minute)) }
+	if b.flag() {
+		st.UpdatedTime = ago()
+	}
+	if b.flag() {
+		st.FailedTarget, st.FailedTime, st.FailureCount = pickOf(b, fuzzVersions...), ago(), int32(b.pick(40))
+	}
+	if b.pick(4) == 0 {
+		n.BRN.Annotations = map[string]string{v1alpha1.AnnotationRetry: ""}
+	}
+	return n
+}
+
+// FuzzPlanner plans arbitrary fleets: nothing panics, every node gets one decision, no
+// admission breaks an invariant, and the same input gives the same plan.
+func FuzzPlanner(f *testing.F) {
+	f.Add([]byte{3, 1, 0, 1, 2, 0, 3, 1, 2, 1, 0, 1, 1, 9, 9, 9})
+	f.Add([]byte("a longer seed that makes several policies, waves and windows appear"))
+	f.Add(make([]byte, 64))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b := fuzzBytes(data)
+		in := Input{Now: t0.Add(time.Duration(b.next()*b.next()) * time.Minute), ControllerNode: "n03"}
+		for i := range b.pick(3) + 1 {
+			in.Policies = append(in.Policies, fuzzPolicy(&b, i))
+		}
+		for i := range b.pick(40) + 1 {
+			in.Nodes = append(in.Nodes, fuzzNode(&b, i, in.Now))
+		}
+		before := snapshot(in)
+		plan := Compute(in)
+		if again := Compute(in); fmt.Sprint(again) != fmt.Sprint(plan) {
+			t.Fatalf("not deterministic")
+		}
+		if len(plan.Nodes) != len(in.Nodes) {
+			t.Fatalf("%d decisions for %d nodes", len(plan.Nodes), len(in.Nodes))
+		}
+		if !plan.NextWake.IsZero() && !plan.NextWake.After(in.Now) {
+			t.Fatalf("NextWake %s not after now %s", plan.NextWake, in.Now)
+		}
+		apply(&in, plan)
+		for _, v := range invariants.NewChecker().Step(before, snapshot(in)) {
+			t.Errorf("%s", v)
+		}
+	})
+}

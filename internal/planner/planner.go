@@ -1,0 +1,186 @@
+// Package planner decides, as a pure function of the update policies, the observed nodes and
+// the time, which Bottlerocket node may move now and why every other node waits.
+//
+// The planner admits nodes (Pending → Staging, Staged → Draining) and gives the phase and
+// reason of every node that is not in flight; the controller moves nodes in flight on
+// evidence (Staging → Staged → … → Updated or Failed). Nodes in flight keep their phase and
+// their disruption slot. Compute does no I/O and reads no clock.
+package planner
+
+import (
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+)
+
+// ImplicitWave names the wave of the nodes that no wave of a policy claims; with no waves at
+// all, every node is in it. A policy wave of the same name takes those nodes instead.
+const ImplicitWave = "rest"
+
+// maxNextNodes bounds PolicyReport.NextNodes (the API's limit).
+const maxNextNodes = 10
+
+// NodeState is one observed Bottlerocket node.
+type NodeState struct {
+	// Node is the Kubernetes Node; it must not be nil.
+	Node *corev1.Node
+	// BRN is the node's BottlerocketNode, nil if not created yet.
+	BRN *v1alpha1.BottlerocketNode
+}
+
+// Input is everything a plan depends on.
+type Input struct {
+	// Now is the time the plan is made for.
+	Now time.Time
+	// Policies are every UpdatePolicy, with the status last written (target, rollout start,
+	// wave completion times, resume time are carried in it).
+	Policies []v1alpha1.UpdatePolicy
+	// Nodes are the Bottlerocket nodes only.
+	Nodes []NodeState
+	// ControllerNode is the node hosting the controller; it is updated last in its wave.
+	ControllerNode string
+}
+
+// Plan is the outcome of one pass.
+type Plan struct {
+	// Nodes holds one decision per input node, in input order.
+	Nodes []NodeDecision
+	// Policies holds one report per policy, by policy name.
+	Policies map[string]PolicyReport
+	// NextWake is the earliest time after Now at which a decision could change by time
+	// alone (a pause or soak ends, a window opens or closes, a backoff ends); zero: none.
+	NextWake time.Time
+}
+
+// NodeDecision is the desired state of one node.
+type NodeDecision struct {
+	// Name of the node.
+	Name string
+	// Policy governing the node; "" when none does (conflict and exclusion included).
+	Policy string
+	// From is the phase observed (the BottlerocketNode's status.phase, "" if none).
+	From v1alpha1.NodePhase
+	// Phase is the desired phase.
+	Phase v1alpha1.NodePhase
+	// Action and TargetVersion are the desired spec.action and spec.targetVersion.
+	Action        v1alpha1.NodeAction
+	TargetVersion string
+	// Wave and RolloutTarget are the node's wave and the rollout it belongs to.
+	Wave          string
+	RolloutTarget string
+	// Reason and Message say why the node is where it is, or why it waits.
+	Reason  v1alpha1.Reason
+	Message string
+}
+
+// Admitted reports whether this pass moves the node into Staging or Draining.
+func (d *NodeDecision) Admitted() bool {
+	return d.Phase != d.From && (d.Phase == v1alpha1.PhaseStaging || d.Phase == v1alpha1.PhaseDraining)
+}
+
+// ApplyTo writes the decision into brn as the controller would: spec (action, target,
+// policy) and the controller's status fields, with phaseStartTime set when the phase
+// changes and updateStartTime when the node leaves Pending.
+func (d *NodeDecision) ApplyTo(brn *v1alpha1.BottlerocketNode, now time.Time) {
+	brn.Spec.Action = d.Action
+	brn.Spec.TargetVersion = d.TargetVersion
+	brn.Spec.Policy = d.Policy
+	st := &brn.Status
+	if st.Phase != d.Phase {
+		t := metav1.NewTime(now)
+		st.PhaseStartTime = &t
+		if d.Phase == v1alpha1.PhaseStaging {
+			st.UpdateStartTime = &t
+		}
+	}
+	st.Phase, st.Reason, st.Message = d.Phase, d.Reason, d.Message
+	st.Wave, st.RolloutTarget = d.Wave, d.RolloutTarget
+}
+
+// PolicyReport is what the controller needs to write an UpdatePolicy's status and conditions.
+type PolicyReport struct {
+	// TargetVersion is the rollout's resolved target ("" when none can be resolved yet).
+	TargetVersion string
+	// RolloutStartTime is when the rollout to TargetVersion started.
+	RolloutStartTime time.Time
+	// Phase summarises the rollout.
+	Phase v1alpha1.RolloutPhase
+	// Counts counts the governed nodes per desired phase; Progress is "updated/governed".
+	Counts   v1alpha1.NodeCounts
+	Progress string
+	// MaxUnavailable is the resolved budget; Unavailable the governed nodes consuming it
+	// once this pass's admissions are applied (none in dry-run).
+	MaxUnavailable int
+	Unavailable    int
+	// Waves is each wave's progress, completion times included (persist them in status).
+	Waves []v1alpha1.WaveStatus
+	// NextMaintenanceWindow is when the next window of the current wave opens; zero while
+	// one is open or when there are none.
+	NextMaintenanceWindow time.Time
+	// NextNodes are the nodes planned to move next, in order (at most 10).
+	NextNodes []string
+	// FailedNodes counts the nodes failed for the target since the last resume; Halted is
+	// set when they reach failurePolicy.maxFailedNodes.
+	FailedNodes int
+	Halted      bool
+	// Paused and DryRun echo the spec.
+	Paused bool
+	DryRun bool
+	// Invalid says why the policy fails closed (bad selector, schedule, time zone or
+	// budget); "" when valid.
+	Invalid string
+	// InvalidReason is the condition reason for Invalid (InvalidSchedule or InvalidTimeZone).
+	InvalidReason v1alpha1.Reason
+	// ConflictsWith names the policies selecting some of the same nodes, sorted.
+	ConflictsWith []string
+}
+
+// ApplyTo writes the report into the status fields it determines; conditions,
+// observedGeneration and resumeTime are left to the caller.
+func (r *PolicyReport) ApplyTo(st *v1alpha1.UpdatePolicyStatus) {
+	st.TargetVersion = r.TargetVersion
+	st.RolloutStartTime = optionalTime(r.RolloutStartTime)
+	st.Phase = r.Phase
+	st.Progress = r.Progress
+	st.Nodes = r.Counts
+	st.MaxUnavailable = int32(min(r.MaxUnavailable, 1<<31-1))
+	st.Unavailable = int32(r.Unavailable)
+	st.Waves = r.Waves
+	st.NextMaintenanceWindow = optionalTime(r.NextMaintenanceWindow)
+	st.NextNodes = r.NextNodes
+}
+
+func optionalTime(t time.Time) *metav1.Time {
+	if t.IsZero() {
+		return nil
+	}
+	mt := metav1.NewTime(t)
+	return &mt
+}
+
+// Compute plans one pass. It is deterministic and reads nothing but its input.
+func Compute(in Input) Plan {
+	plan := Plan{
+		Nodes:    make([]NodeDecision, len(in.Nodes)),
+		Policies: make(map[string]PolicyReport, len(in.Policies)),
+	}
+	passes := preparePolicies(&in, observe(in.Nodes))
+	scope(in, passes, plan.Nodes)
+	for _, p := range passes {
+		p.plan(plan.Nodes)
+		plan.Policies[p.policy.Name] = p.report
+		plan.NextWake = earliest(plan.NextWake, p.wake)
+	}
+	return plan
+}
+
+// earliest returns the earlier of a and b, a zero time standing for "never".
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}

@@ -1,0 +1,98 @@
+package planner
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+)
+
+// buildReport fills the policy report from the decisions.
+func (pp *policyPass) buildReport(out []NodeDecision) {
+	r := &pp.report
+	r.TargetVersion = pp.target
+	if st := &pp.policy.Status; pp.target != "" {
+		r.RolloutStartTime = pp.in.Now
+		if st.TargetVersion == pp.target && st.RolloutStartTime != nil {
+			r.RolloutStartTime = st.RolloutStartTime.Time
+		}
+	}
+	c := &r.Counts
+	c.Total = int32(len(pp.members))
+	waiting := false
+	for _, i := range pp.members {
+		switch out[i].Phase {
+		case v1alpha1.PhaseIdle:
+			c.Idle++
+		case v1alpha1.PhasePending:
+			c.Pending++
+			waiting = true
+		case v1alpha1.PhaseStaging, v1alpha1.PhaseStaged:
+			c.Staging++
+		case v1alpha1.PhaseUpdated:
+			c.Updated++
+		case v1alpha1.PhaseFailed:
+			c.Failed++
+		default:
+			c.InProgress++
+		}
+	}
+	r.Progress = fmt.Sprintf("%d/%d", c.Updated, c.Total)
+	r.MaxUnavailable = pp.maxUnavailable
+	r.FailedNodes = pp.failed
+	r.Halted = pp.failed >= pp.spec.MaxFailedNodesOrDefault()
+	r.Invalid = strings.Join(pp.invalid, "; ")
+	r.Waves = make([]v1alpha1.WaveStatus, 0, len(pp.waves))
+	current := -1
+	for k := range pp.waves {
+		w := &pp.waves[k]
+		if w.spec == nil && w.nodes == 0 && len(pp.waves) > 1 {
+			continue
+		}
+		ws := v1alpha1.WaveStatus{Name: w.name, Nodes: int32(w.nodes), Updated: int32(w.updated), Failed: int32(w.failed)}
+		if w.complete && !w.completion.IsZero() {
+			t := metav1.NewTime(w.completion)
+			ws.CompletionTime = &t
+		}
+		if current < 0 && w.open && !w.complete {
+			current = k
+		}
+		r.Waves = append(r.Waves, ws)
+	}
+	if current >= 0 {
+		r.NextMaintenanceWindow = pp.waves[current].nextOpen
+		if waiting || c.Staging > 0 {
+			pp.wakeAt(pp.waves[current].windowChange)
+		}
+	}
+	r.Phase = pp.rolloutPhase(waiting)
+}
+
+// rolloutPhase summarises the rollout for `kubectl get upol`.
+func (pp *policyPass) rolloutPhase(waiting bool) v1alpha1.RolloutPhase {
+	r := &pp.report
+	c := &r.Counts
+	switch {
+	case r.Invalid != "" || len(r.ConflictsWith) > 0:
+		return v1alpha1.RolloutInvalid
+	case r.Halted:
+		return v1alpha1.RolloutHalted
+	case c.Updated+c.Failed+c.Idle == c.Total:
+		return v1alpha1.RolloutUpToDate
+	case r.Paused || r.DryRun:
+		return v1alpha1.RolloutPaused
+	case c.Staging+c.InProgress > 0:
+		return v1alpha1.RolloutProgressing
+	case waiting:
+		return v1alpha1.RolloutWaiting
+	}
+	return v1alpha1.RolloutProgressing
+}
+
+// formatTime renders a time for messages.
+func formatTime(t time.Time) string {
+	return t.UTC().Format(time.RFC3339)
+}

@@ -1,0 +1,314 @@
+package planner
+
+import (
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+)
+
+// policyPass is one policy's share of a pass: its parsed spec, the nodes it governs, and the
+// counters admissions consume.
+type policyPass struct {
+	in     *Input
+	views  []nodeView
+	policy *v1alpha1.UpdatePolicy
+	spec   *v1alpha1.UpdatePolicySpec
+
+	selector   labels.Selector // nil when invalid: governs nothing
+	invalid    []string        // why the policy fails closed
+	badWindows bool            // an invalid schedule or time zone: nothing enters Draining
+
+	members []int // indices into Input.Nodes
+	target  string
+	waves   []waveState
+	waveOf  []int // wave index of each member, parallel to members
+
+	maxUnavailable int
+	zoneLimit      map[string]int
+	zoneUnavail    map[string]int
+	unavail        int       // governed nodes consuming the budget
+	cooling        int       // slots freed less than pauseBetweenNodes ago
+	coolingEnds    time.Time // when the first of them is usable again
+	staging        int
+	stagingLimit   int
+	failed         int
+
+	report PolicyReport
+	wake   time.Time
+}
+
+// nodeClass is where a governed node stands before admissions.
+type nodeClass int
+
+const (
+	classWaiting   nodeClass = iota // needs nothing now or cannot move (no agent, no target)
+	classCandidate                  // Pending: may be admitted to Staging
+	classStaged                     // Staged for the target: may be admitted to Draining
+	classInFlight                   // Staging, or an Unavailable phase: kept
+	classUpdated                    // runs the target
+	classFailed                     // Failed for the target, not retried
+)
+
+func newPolicyPass(in *Input, views []nodeView, p *v1alpha1.UpdatePolicy) *policyPass {
+	pp := &policyPass{in: in, views: views, policy: p, spec: &p.Spec}
+	sel, err := selectorFor(p.Spec.NodeSelector)
+	if err != nil {
+		pp.invalid = append(pp.invalid, fmt.Sprintf("nodeSelector: %v", err))
+	} else {
+		pp.selector = sel
+	}
+	pp.report.Paused, pp.report.DryRun = p.Spec.Paused, p.Spec.DryRun
+	return pp
+}
+
+// plan decides every governed node and fills the report.
+func (pp *policyPass) plan(out []NodeDecision) {
+	pp.target = pp.resolveTarget()
+	pp.parseWindows()
+	pp.assignWaves()
+	classes := make([]nodeClass, len(pp.members))
+	for k, i := range pp.members {
+		classes[k] = pp.classify(k, i, &out[i])
+	}
+	pp.count(classes, out)
+	pp.completeWaves(classes)
+	pp.admit(classes, out)
+	if pp.spec.DryRun {
+		pp.freezeActions(out)
+	}
+	pp.buildReport(out)
+	if pp.spec.Paused || pp.report.Halted {
+		pp.wake = time.Time{} // only a person can move the rollout on
+	}
+}
+
+// freezeActions keeps every governed node's spec as it is: a dry run applies nothing.
+func (pp *policyPass) freezeActions(out []NodeDecision) {
+	for _, i := range pp.members {
+		if brn := pp.in.Nodes[i].BRN; brn != nil && brn.Spec.Action != "" {
+			out[i].Action, out[i].TargetVersion = brn.Spec.Action, brn.Spec.TargetVersion
+		}
+	}
+}
+
+// resolveTarget returns the rollout's target: a pinned version, or for "latest" the carried
+// target until its rollout ends, then the newest version offered to the governed hosts.
+func (pp *policyPass) resolveTarget() string {
+	if v := pp.spec.Version; v != "" && v != v1alpha1.VersionLatest {
+		return v
+	}
+	carried := pp.policy.Status.TargetVersion
+	if carried != "" && !pp.rolloutDone(carried) {
+		return carried
+	}
+	newest := carried
+	for _, i := range pp.members {
+		if a := pp.agent(i); a != nil {
+			for _, v := range a.AvailableVersions {
+				if newest == "" || compareVersions(v, newest) > 0 {
+					newest = v
+				}
+			}
+		}
+	}
+	return newest
+}
+
+// rolloutDone reports whether every governed node runs target or failed for it.
+func (pp *policyPass) rolloutDone(target string) bool {
+	for _, i := range pp.members {
+		brn := pp.in.Nodes[i].BRN
+		a := pp.agent(i)
+		switch {
+		case a == nil:
+			return false
+		case brn.Status.Phase == v1alpha1.PhaseFailed && brn.Status.FailedTarget == target:
+		case a.CurrentVersion != target || brn.Status.Phase.InFlight():
+			return false
+		}
+	}
+	return true
+}
+
+// agent returns a node's agent report, nil when there is none yet.
+func (pp *policyPass) agent(i int) *v1alpha1.AgentStatus {
+	return pp.views[i].agent
+}
+
+// classify gives a governed node its decision before admissions.
+func (pp *policyPass) classify(k, i int, d *NodeDecision) nodeClass {
+	brn := pp.in.Nodes[i].BRN
+	d.Policy = pp.policy.Name
+	d.Phase, d.Action = v1alpha1.PhasePending, v1alpha1.ActionNone
+	d.TargetVersion, d.RolloutTarget = pp.target, pp.target
+	d.Wave = pp.waves[pp.waveOf[k]].name
+	switch {
+	case brn != nil && brn.Status.Phase.Unavailable():
+		pp.keep(d, brn)
+		return classInFlight
+	case pp.agent(i) == nil:
+		d.Reason, d.Message = v1alpha1.ReasonAwaitingAgent, "the agent has not reported this host yet"
+		return classWaiting
+	case pp.target == "":
+		idle(d, v1alpha1.ReasonUpToDate, "no version is offered to the governed hosts")
+		d.TargetVersion, d.RolloutTarget = "", ""
+		return classWaiting
+	}
+	st := &brn.Status
+	switch {
+	case (st.Phase == v1alpha1.PhaseStaging || st.Phase == v1alpha1.PhaseStaged) && st.RolloutTarget == pp.target:
+		pp.keep(d, brn)
+		d.Action = v1alpha1.ActionStage
+		if st.Phase == v1alpha1.PhaseStaged {
+			return classStaged
+		}
+		return classInFlight
+	case st.Phase == v1alpha1.PhaseFailed && st.FailedTarget == pp.target && !retryRequested(brn):
+		d.Phase, d.Reason, d.Message = v1alpha1.PhaseFailed, st.Reason, st.Message
+		if d.Reason == "" {
+			d.Reason = v1alpha1.ReasonFailedForTarget
+		}
+		return classFailed
+	case st.Agent.CurrentVersion == pp.target:
+		d.Phase, d.Reason, d.Message = v1alpha1.PhaseUpdated, v1alpha1.ReasonUpToDate, "runs "+pp.target
+		return classUpdated
+	}
+	return classCandidate
+}
+
+// keep carries a node in flight over unchanged.
+func (pp *policyPass) keep(d *NodeDecision, brn *v1alpha1.BottlerocketNode) {
+	st := &brn.Status
+	d.Phase, d.Action, d.TargetVersion = st.Phase, brn.Spec.Action, brn.Spec.TargetVersion
+	d.Reason, d.Message = st.Reason, st.Message
+	if st.RolloutTarget != pp.target {
+		d.Wave, d.RolloutTarget = st.Wave, st.RolloutTarget // an earlier rollout's node finishing
+	}
+}
+
+// retryRequested reports whether a person asked to retry a Failed node.
+func retryRequested(brn *v1alpha1.BottlerocketNode) bool {
+	_, ok := brn.Annotations[v1alpha1.AnnotationRetry]
+	return ok
+}
+
+// unavailable reports whether governed node i, in phase, consumes the budget: in an
+// Unavailable phase, cordoned, or not Ready, whoever caused it.
+func (pp *policyPass) unavailable(i int, phase v1alpha1.NodePhase) bool {
+	return phase.Unavailable() || pp.views[i].down
+}
+
+// count resolves the budgets and counts what consumes them.
+func (pp *policyPass) count(classes []nodeClass, out []NodeDecision) {
+	spec, now := pp.spec, pp.in.Now
+	governed := len(pp.members)
+	var err error
+	if pp.maxUnavailable, err = spec.MaxUnavailableOf(governed); err != nil {
+		pp.invalid = append(pp.invalid, err.Error())
+	}
+	if pp.stagingLimit, err = spec.StagingMaxConcurrentOf(governed); err != nil {
+		pp.invalid = append(pp.invalid, err.Error())
+	}
+	zoneNodes := map[string]int{}
+	pp.zoneUnavail = map[string]int{}
+	pause := spec.PauseBetweenNodesOrDefault()
+	for k, i := range pp.members {
+		d := &out[i]
+		zone := pp.views[i].zone
+		zoneNodes[zone]++
+		w := &pp.waves[pp.waveOf[k]]
+		down := pp.unavailable(i, d.Phase)
+		if down {
+			pp.unavail++
+			pp.zoneUnavail[zone]++
+			w.unavailable++
+		}
+		switch classes[k] {
+		case classUpdated:
+			if brn := pp.in.Nodes[i].BRN; !down && brn.Status.UpdatedTime != nil && pause > 0 {
+				if ends := brn.Status.UpdatedTime.Add(pause); now.Before(ends) {
+					pp.cooling++
+					pp.coolingEnds = earliest(pp.coolingEnds, ends)
+				}
+			}
+		case classFailed:
+			if pp.countsAsFailure(pp.in.Nodes[i].BRN) {
+				pp.failed++
+			}
+		case classInFlight:
+			if d.Phase == v1alpha1.PhaseStaging {
+				pp.staging++
+			}
+		}
+	}
+	pp.report.Unavailable = pp.unavail
+	pp.zoneLimit = make(map[string]int, len(zoneNodes))
+	for zone, n := range zoneNodes {
+		if pp.zoneLimit[zone], err = spec.MaxUnavailablePerZoneOf(n); err != nil {
+			pp.invalid = append(pp.invalid, err.Error())
+			break
+		}
+	}
+	for k := range pp.waves {
+		w := &pp.waves[k]
+		if w.spec == nil {
+			w.limit = v1alpha1.Unlimited
+		} else if w.limit, err = w.spec.MaxUnavailableOf(w.nodes); err != nil {
+			pp.invalid = append(pp.invalid, err.Error())
+		}
+	}
+}
+
+// countsAsFailure reports whether a Failed node counts toward the failure budget: it failed
+// for the target after the last resume.
+func (pp *policyPass) countsAsFailure(brn *v1alpha1.BottlerocketNode) bool {
+	resumed := pp.policy.Status.ResumeTime
+	return resumed == nil || brn.Status.FailedTime == nil || brn.Status.FailedTime.After(resumed.Time)
+}
+
+// RetryBackoff is how long a node that failed failures times in a row waits before a retry:
+// 2^failures minutes, at most 24 hours.
+func RetryBackoff(failures int32) time.Duration {
+	const maxBackoff = 24 * time.Hour
+	if failures <= 0 {
+		return 0
+	}
+	if failures > 11 { // 2^11 minutes already exceed a day
+		return maxBackoff
+	}
+	return min(time.Duration(1<<failures)*time.Minute, maxBackoff)
+}
+
+// compareVersions compares dotted numeric versions such as 1.26.1 field by field,
+// numerically; a missing field counts as 0, a non-digit ends a field.
+func compareVersions(a, b string) int {
+	for a != "" || b != "" {
+		var x, y int
+		x, a = versionField(a)
+		y, b = versionField(b)
+		if x != y {
+			if x < y {
+				return -1
+			}
+			return 1
+		}
+	}
+	return 0
+}
+
+// versionField splits the leading numeric field off a dotted version.
+func versionField(s string) (int, string) {
+	n, i := 0, 0
+	for ; i < len(s) && s[i] != '.'; i++ {
+		if c := s[i]; c >= '0' && c <= '9' && n < 1<<40 {
+			n = n*10 + int(c-'0')
+		}
+	}
+	if i < len(s) {
+		i++
+	}
+	return n, s[i:]
+}

@@ -1,0 +1,130 @@
+package planner
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+)
+
+// selectorFor parses a label selector; nil or empty selects everything.
+func selectorFor(s *metav1.LabelSelector) (labels.Selector, error) {
+	if s == nil {
+		return labels.Everything(), nil
+	}
+	return metav1.LabelSelectorAsSelector(s)
+}
+
+// nodeView is what the planner reads of a node again and again, gathered once per pass.
+type nodeView struct {
+	name  string
+	zone  string
+	agent *v1alpha1.AgentStatus // nil until the agent reports a current version
+	down  bool                  // cordoned or not Ready
+}
+
+// observe gathers the views of every node.
+func observe(nodes []NodeState) []nodeView {
+	views := make([]nodeView, len(nodes))
+	for i, ns := range nodes {
+		n := ns.Node
+		v := &views[i]
+		v.name, v.zone = n.Name, n.Labels[v1alpha1.LabelZone]
+		if brn := ns.BRN; brn != nil && brn.Status.Agent != nil && brn.Status.Agent.CurrentVersion != "" {
+			v.agent = brn.Status.Agent
+		}
+		v.down = n.Spec.Unschedulable || !ready(n)
+	}
+	return views
+}
+
+// ready reports whether the node's Ready condition is True.
+func ready(n *corev1.Node) bool {
+	for i := range n.Status.Conditions {
+		if c := &n.Status.Conditions[i]; c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// preparePolicies parses every policy's selectors once for the pass.
+func preparePolicies(in *Input, views []nodeView) []*policyPass {
+	passes := make([]*policyPass, len(in.Policies))
+	for i := range in.Policies {
+		passes[i] = newPolicyPass(in, views, &in.Policies[i])
+	}
+	return passes
+}
+
+// excluded reports whether a person excluded the node from updates.
+func excluded(n *corev1.Node) bool {
+	return n.Annotations[v1alpha1.AnnotationExclude] == "true"
+}
+
+// scope gives every node to the one policy selecting it. Nodes selected by none, by more than
+// one (a conflict both policies report) or excluded get their final decision here.
+func scope(in Input, passes []*policyPass, out []NodeDecision) {
+	pairs := map[[2]int]struct{}{}
+	matched := make([]int, 0, len(passes))
+	for i := range in.Nodes {
+		n := in.Nodes[i].Node
+		d := &out[i]
+		d.Name = n.Name
+		if brn := in.Nodes[i].BRN; brn != nil {
+			d.From = brn.Status.Phase
+		}
+		set := labels.Set(n.Labels)
+		matched = matched[:0]
+		for j, p := range passes {
+			if p.selector != nil && p.selector.Matches(set) {
+				matched = append(matched, j)
+			}
+		}
+		switch {
+		case len(matched) == 0:
+			idle(d, v1alpha1.ReasonNotGoverned, "no UpdatePolicy selects this node")
+		case len(matched) > 1:
+			for _, a := range matched {
+				for _, b := range matched {
+					if a != b {
+						pairs[[2]int{a, b}] = struct{}{}
+					}
+				}
+			}
+			idle(d, v1alpha1.ReasonPolicyConflict, conflictMessage(passes, matched))
+		case excluded(n):
+			idle(d, v1alpha1.ReasonExcluded, "annotation "+v1alpha1.AnnotationExclude+"=true keeps this node from updates")
+		default:
+			passes[matched[0]].members = append(passes[matched[0]].members, i)
+		}
+	}
+	for pair := range pairs {
+		r := &passes[pair[0]].report
+		r.ConflictsWith = append(r.ConflictsWith, passes[pair[1]].policy.Name)
+	}
+	for _, p := range passes {
+		slices.Sort(p.report.ConflictsWith)
+	}
+}
+
+// conflictMessage names the policies that select a node.
+func conflictMessage(passes []*policyPass, matched []int) string {
+	names := make([]string, len(matched))
+	for i, j := range matched {
+		names[i] = passes[j].policy.Name
+	}
+	slices.Sort(names)
+	return fmt.Sprintf("selected by several UpdatePolicies (%s): governed by none", strings.Join(names, ", "))
+}
+
+// idle makes d a node the planner does not move.
+func idle(d *NodeDecision, reason v1alpha1.Reason, message string) {
+	d.Phase, d.Action = v1alpha1.PhaseIdle, v1alpha1.ActionNone
+	d.Reason, d.Message = reason, message
+}
