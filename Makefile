@@ -19,6 +19,12 @@ all: build
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ { printf "  %-18s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
+##@ Demo
+
+.PHONY: demo
+demo: ## Show a rollout through a simulated Bottlerocket fleet on this machine (NODES=20).
+	go run ./hack/demo -nodes $(or $(NODES),20)
+
 ##@ Development
 
 .PHONY: manifests

@@ -5,8 +5,6 @@ import (
 	"os"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -17,8 +15,7 @@ import (
 
 // runController runs the cluster-wide controller until the process is signalled.
 func runController(o options) error {
-	cfg := ctrl.GetConfigOrDie()
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                  scheme,
 		Cache:                   controllers.CacheOptions(),
 		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
@@ -32,23 +29,11 @@ func runController(o options) error {
 	if err != nil {
 		return fmt.Errorf("creating the controller manager: %w", err)
 	}
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("creating the Kubernetes client: %w", err)
-	}
-	if err := (&controllers.NodeReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up node discovery: %w", err)
-	}
-	if err := (&controllers.RolloutReconciler{
-		Client:            mgr.GetClient(),
-		APIReader:         mgr.GetAPIReader(),
-		Kube:              kube,
-		Clock:             clock.RealClock{},
-		Recorder:          mgr.GetEventRecorder(controllers.FieldManager),
+	if err := controllers.Setup(mgr, controllers.Options{
 		ControllerNode:    os.Getenv("NODE_NAME"),
 		OperatorNamespace: o.operatorNamespace,
-	}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up the rollout controller: %w", err)
+	}); err != nil {
+		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the health check: %w", err)
@@ -58,4 +43,3 @@ func runController(o options) error {
 	}
 	return mgr.Start(ctrl.SetupSignalHandler())
 }
-

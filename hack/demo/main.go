@@ -1,0 +1,345 @@
+// Command demo shows a rollout through a simulated Bottlerocket fleet on this machine: a real
+// API server (etcd + kube-apiserver), simulated Bottlerocket hosts each with a real agent,
+// and the real controller, all in one process. It applies a policy (a canary wave, then the
+// rest at 20% unavailable with a pause between nodes), makes a new release appear, and shows
+// the rollout live until every node runs it.
+//
+//	go run ./hack/demo [-nodes 20] [-keep]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
+	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/controllers"
+	"github.com/bottlerocket-ops/update-operator/internal/fleet"
+	"github.com/bottlerocket-ops/update-operator/internal/testenv"
+)
+
+const (
+	fromVersion = "1.25.0"
+	toVersion   = "1.26.0"
+)
+
+func main() {
+	nodes := flag.Int("nodes", 20, "simulated Bottlerocket nodes")
+	keep := flag.Bool("keep", false, "keep the cluster running after the rollout, until interrupted")
+	stateDir := flag.String("state-dir", ".demo", "where the demo writes its kubeconfig")
+	verbose := flag.Bool("v", false, "show the operator's logs")
+	flag.Parse()
+	if *verbose {
+		ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
+	} else {
+		ctrl.SetLogger(zap.New(zap.WriteTo(discard{})))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *nodes, *keep, *stateDir); err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+func run(ctx context.Context, n int, keep bool, stateDir string) error {
+	say("Starting a control plane (etcd + kube-apiserver; built once from the Go module proxy, ~7 min the first time)")
+	env, err := testenv.Start()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = env.Stop() }()
+	kubeconfig, err := writeKubeconfig(env, stateDir)
+	if err != nil {
+		return err
+	}
+
+	say("Starting %d simulated Bottlerocket %s nodes in 3 zones, each with its host and a real agent", n, fromVersion)
+	dir, err := fleet.TempDir()
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	fl, err := fleet.Start(ctx, env.Config, env.Scheme, fleet.Options{
+		Nodes: n, Prefix: "ip-10-0", Dir: dir, Zones: []string{"us-west-2a", "us-west-2b", "us-west-2c"},
+		RefreshInterval: 2 * time.Second,
+		Host: hostsim.Config{
+			Version: fromVersion, Variant: "aws-k8s-1.31", Arch: "x86_64", Releases: hostsim.Releases(fromVersion),
+			RefreshDuration: 100 * time.Millisecond, PrepareDuration: 2 * time.Second,
+			ActivateDuration: 100 * time.Millisecond, RebootDuration: 3 * time.Second,
+			RebootResponse: hostsim.RebootDrop,
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer fl.Stop()
+
+	say("Starting the controller")
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme: env.Scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"},
+		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Pod{}}}},
+	})
+	if err != nil {
+		return fmt.Errorf("creating the controller manager: %w", err)
+	}
+	if err := controllers.Setup(mgr, controllers.Options{PollInterval: 500 * time.Millisecond}); err != nil {
+		return err
+	}
+	mgrErr := make(chan error, 1)
+	go func() { mgrErr <- mgr.Start(ctx) }()
+
+	c := env.Client
+	policy := demoPolicy()
+	if err := c.Create(ctx, policy); err != nil {
+		return fmt.Errorf("applying the policy: %w", err)
+	}
+	say("Applied UpdatePolicy %q: canary wave of 1 (soak 10s), then the rest at maxUnavailable %s, %s between nodes",
+		policy.Name, policy.Spec.MaxUnavailable.String(), policy.Spec.PauseBetweenNodes.Duration)
+	if err := waitFor(ctx, c, func(w world) bool { return w.reported() == n }); err != nil {
+		return err
+	}
+	say("Every node labelled (%s=%s) and reporting through its agent", v1alpha1.LabelInterfaceVersion, v1alpha1.InterfaceVersion)
+
+	say("Bottlerocket %s is released", toVersion)
+	start := time.Now()
+	fl.SetAvailable(toVersion, fromVersion)
+	stats := &stats{}
+	tty := isTTY()
+	err = waitFor(ctx, c, func(w world) bool {
+		stats.observe(w)
+		show(w, stats, time.Since(start), tty)
+		return w.done(toVersion)
+	})
+	if err != nil {
+		return err
+	}
+	summary(c, ctx, stats, time.Since(start), n)
+	fmt.Printf("\nLook around:  export KUBECONFIG=%s\n              kubectl get upol,brn; kubectl get events -A\n", kubeconfig)
+	if keep {
+		fmt.Println("The cluster keeps running; press Ctrl-C to stop it.")
+		<-ctx.Done()
+	}
+	select {
+	case err := <-mgrErr:
+		return err
+	default:
+		return nil
+	}
+}
+
+func demoPolicy() *v1alpha1.UpdatePolicy {
+	pct := intstr.FromString("20%")
+	one := intstr.FromInt32(1)
+	all := intstr.FromString("100%")
+	return &v1alpha1.UpdatePolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "fleet"},
+		Spec: v1alpha1.UpdatePolicySpec{
+			Version:           v1alpha1.VersionLatest,
+			MaxUnavailable:    &pct,
+			PauseBetweenNodes: &metav1.Duration{Duration: 2 * time.Second},
+			Waves: []v1alpha1.Wave{
+				{Name: "canary", Nodes: &one, SoakTime: &metav1.Duration{Duration: 10 * time.Second}},
+				{Name: "rest", Nodes: &all},
+			},
+			Drain:         v1alpha1.DrainSpec{Timeout: &metav1.Duration{Duration: time.Minute}, OnTimeout: v1alpha1.DrainTimeoutAbort},
+			Health:        v1alpha1.HealthSpec{ReadyTimeout: &metav1.Duration{Duration: 2 * time.Minute}, StableFor: &metav1.Duration{Duration: 3 * time.Second}},
+			FailurePolicy: v1alpha1.FailurePolicy{MaxFailedNodes: 1},
+		},
+	}
+}
+
+// world is one look at the cluster.
+type world struct {
+	policy v1alpha1.UpdatePolicy
+	nodes  map[string]*corev1.Node
+	brns   []v1alpha1.BottlerocketNode
+}
+
+func (w world) reported() int {
+	count := 0
+	for _, b := range w.brns {
+		if b.Status.Agent != nil && b.Status.Agent.CurrentVersion != "" {
+			count++
+		}
+	}
+	return count
+}
+
+// unavailable counts nodes cordoned or not Ready, whoever caused it, as the budget does.
+func (w world) unavailable() int {
+	count := 0
+	for _, n := range w.nodes {
+		ready := false
+		for _, c := range n.Status.Conditions {
+			ready = ready || (c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue)
+		}
+		if n.Spec.Unschedulable || !ready {
+			count++
+		}
+	}
+	return count
+}
+
+func (w world) done(target string) bool {
+	for _, b := range w.brns {
+		if b.Status.Phase == v1alpha1.PhaseFailed {
+			continue
+		}
+		if b.Status.Phase != v1alpha1.PhaseUpdated || b.Status.Agent == nil || b.Status.Agent.CurrentVersion != target {
+			return false
+		}
+	}
+	return len(w.brns) > 0
+}
+
+func look(ctx context.Context, c client.Client) (world, error) {
+	var w world
+	var nodes corev1.NodeList
+	var brns v1alpha1.BottlerocketNodeList
+	if err := c.Get(ctx, client.ObjectKey{Name: "fleet"}, &w.policy); err != nil {
+		return w, err
+	}
+	if err := c.List(ctx, &nodes); err != nil {
+		return w, err
+	}
+	if err := c.List(ctx, &brns); err != nil {
+		return w, err
+	}
+	w.nodes = map[string]*corev1.Node{}
+	for i := range nodes.Items {
+		w.nodes[nodes.Items[i].Name] = &nodes.Items[i]
+	}
+	w.brns = brns.Items
+	sort.Slice(w.brns, func(i, j int) bool { return w.brns[i].Name < w.brns[j].Name })
+	return w, nil
+}
+
+// waitFor looks at the cluster every 250ms until cond holds.
+func waitFor(ctx context.Context, c client.Client, cond func(world) bool) error {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		w, err := look(ctx, c)
+		if err == nil && cond(w) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// stats are what the summary reports.
+type stats struct {
+	maxUnavailable int
+	budget         int32
+	failed         int
+}
+
+func (s *stats) observe(w world) {
+	s.maxUnavailable = max(s.maxUnavailable, w.unavailable())
+	s.budget = w.policy.Status.MaxUnavailable
+	s.failed = 0
+	for _, b := range w.brns {
+		if b.Status.Phase == v1alpha1.PhaseFailed {
+			s.failed++
+		}
+	}
+}
+
+var lastShown time.Time
+
+func show(w world, s *stats, elapsed time.Duration, tty bool) {
+	if !tty && time.Since(lastShown) < 5*time.Second {
+		return
+	}
+	lastShown = time.Now()
+	var b strings.Builder
+	if tty {
+		b.WriteString("\033[H\033[2J")
+		fmt.Fprintf(&b, "%-12s %-12s %-8s %-8s %-7s %s\n", "NAME", "PHASE", "VERSION", "TARGET", "WAVE", "REASON")
+		for _, brn := range w.brns {
+			version := ""
+			if brn.Status.Agent != nil {
+				version = brn.Status.Agent.CurrentVersion
+			}
+			fmt.Fprintf(&b, "%-12s %-12s %-8s %-8s %-7s %s\n", brn.Name, brn.Status.Phase, version,
+				brn.Spec.TargetVersion, brn.Status.Wave, brn.Status.Reason)
+		}
+		b.WriteString("\n")
+	}
+	p := w.policy.Status
+	fmt.Fprintf(&b, "[%5.1fs] policy fleet: target %s, %s updated, %d unavailable now (budget %d, most so far %d), phase %s\n",
+		elapsed.Seconds(), p.TargetVersion, p.Progress, w.unavailable(), p.MaxUnavailable, s.maxUnavailable, p.Phase)
+	fmt.Print(b.String())
+}
+
+func summary(c client.Client, ctx context.Context, s *stats, elapsed time.Duration, n int) {
+	w, _ := look(ctx, c)
+	updated := 0
+	for _, b := range w.brns {
+		if b.Status.Phase == v1alpha1.PhaseUpdated && b.Status.Agent != nil && b.Status.Agent.CurrentVersion == toVersion {
+			updated++
+		}
+	}
+	fmt.Printf("\nRollout summary\n")
+	fmt.Printf("  nodes updated to %s:      %d of %d\n", toVersion, updated, n)
+	fmt.Printf("  time taken:                %s\n", elapsed.Round(100*time.Millisecond))
+	fmt.Printf("  most nodes unavailable:    %d (budget %d)\n", s.maxUnavailable, s.budget)
+	fmt.Printf("  evictions refused by PDBs: 0 (this in-process cluster runs no workloads)\n")
+	fmt.Printf("  failures:                  %d\n", s.failed)
+}
+
+func say(format string, args ...any) {
+	fmt.Printf("==> "+format+"\n", args...)
+}
+
+func isTTY() bool {
+	fi, err := os.Stdout.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// writeKubeconfig writes an admin kubeconfig for the demo's API server.
+func writeKubeconfig(env *testenv.Env, dir string) (string, error) {
+	user, err := env.Environment.AddUser(envtest.User{Name: "demo-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return "", fmt.Errorf("creating the demo's admin user: %w", err)
+	}
+	raw, err := user.KubeConfig()
+	if err != nil {
+		return "", fmt.Errorf("writing the demo's kubeconfig: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	path, err := filepath.Abs(filepath.Join(dir, "kubeconfig"))
+	if err != nil {
+		return "", err
+	}
+	return path, os.WriteFile(path, raw, 0o600)
+}

@@ -1,0 +1,243 @@
+// Package fleet runs simulated Bottlerocket nodes against a real API server: for each node a
+// Node object, a host simulator serving the host's update API, and a real agent. The
+// simulation plays the kubelet's part for what the operator reads: a rebooting host's Node
+// goes NotReady, and comes back Ready with the osImage and boot ID of what it really booted.
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/bottlerocket-ops/update-operator/agent"
+	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
+	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
+)
+
+// Options describe a simulated fleet.
+type Options struct {
+	// Nodes is how many nodes to simulate.
+	Nodes int
+	// Prefix names the nodes Prefix-00, Prefix-01, …
+	Prefix string
+	// Host is the simulated host of every node (version, releases, durations); BootIDFile
+	// and OnReboot are set by the fleet.
+	Host hostsim.Config
+	// Zones spread the nodes round-robin over topology.kubernetes.io/zone values.
+	Zones []string
+	// RefreshInterval is each agent's refresh interval.
+	RefreshInterval time.Duration
+	// Dir holds the hosts' sockets and boot-ID files (short: sockets are limited to 108 bytes).
+	Dir string
+}
+
+// Node is one simulated node.
+type Node struct {
+	Name string
+	Host *hostsim.Host
+
+	fleet  *Fleet
+	socket string
+	bootID string
+	mu     sync.Mutex
+	stop   context.CancelFunc
+	done   chan struct{}
+}
+
+// Fleet is a running simulated fleet.
+type Fleet struct {
+	Nodes []*Node
+
+	opts   Options
+	config *rest.Config
+	scheme *runtime.Scheme
+	client client.Client
+}
+
+// Start creates the Nodes, starts their hosts and agents.
+func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, opts Options) (*Fleet, error) {
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("creating the fleet's client: %w", err)
+	}
+	f := &Fleet{opts: opts, config: cfg, scheme: scheme, client: c}
+	for i := range opts.Nodes {
+		n := &Node{
+			Name:   fmt.Sprintf("%s-%02d", opts.Prefix, i),
+			fleet:  f,
+			socket: filepath.Join(opts.Dir, fmt.Sprintf("%d.sock", i)),
+			bootID: filepath.Join(opts.Dir, fmt.Sprintf("%d.boot", i)),
+		}
+		hc := opts.Host
+		hc.BootIDFile = n.bootID
+		hc.OnReboot = n.onReboot
+		n.Host = hostsim.New(hc)
+		if err := n.Host.Start(n.socket); err != nil {
+			f.Stop()
+			return nil, fmt.Errorf("starting the host of %s: %w", n.Name, err)
+		}
+		f.Nodes = append(f.Nodes, n)
+		zone := ""
+		if len(opts.Zones) > 0 {
+			zone = opts.Zones[i%len(opts.Zones)]
+		}
+		if err := n.register(ctx, zone); err != nil {
+			f.Stop()
+			return nil, err
+		}
+		if err := n.StartAgent(); err != nil {
+			f.Stop()
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+// Stop stops every agent and host.
+func (f *Fleet) Stop() {
+	for _, n := range f.Nodes {
+		n.StopAgent()
+		n.Host.Close()
+	}
+}
+
+// SetAvailable makes the hosts' update repository offer these versions (a new release
+// appears); the agents see it at their next refresh.
+func (f *Fleet) SetAvailable(versions ...string) {
+	for _, n := range f.Nodes {
+		n.Host.SetAvailable(hostsim.Releases(versions...)...)
+	}
+}
+
+// osImage is what a Bottlerocket Node reports as its OS image.
+func (n *Node) osImage(version string) string {
+	return fmt.Sprintf("Bottlerocket OS %s (%s)", version, n.fleet.opts.Host.Variant)
+}
+
+// register creates the Node and reports it Ready, as a kubelet would.
+func (n *Node) register(ctx context.Context, zone string) error {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: map[string]string{
+		corev1.LabelHostname: n.Name, corev1.LabelOSStable: "linux",
+	}}}
+	if zone != "" {
+		node.Labels[corev1.LabelTopologyZone] = zone
+	}
+	if err := n.fleet.client.Create(ctx, node); err != nil {
+		return fmt.Errorf("creating Node %s: %w", n.Name, err)
+	}
+	st := n.Host.State()
+	return n.setStatus(ctx, true, st.Version, st.BootID)
+}
+
+// setStatus writes the Node's Ready condition, osImage and boot ID.
+func (n *Node) setStatus(ctx context.Context, ready bool, version, bootID string) error {
+	var node corev1.Node
+	if err := n.fleet.client.Get(ctx, client.ObjectKey{Name: n.Name}, &node); err != nil {
+		return fmt.Errorf("reading Node %s: %w", n.Name, err)
+	}
+	orig := node.DeepCopy()
+	status, reason := corev1.ConditionTrue, "KubeletReady"
+	if !ready {
+		status, reason = corev1.ConditionFalse, "KubeletNotReady"
+	}
+	now := metav1.Now()
+	node.Status.Conditions = []corev1.NodeCondition{{
+		Type: corev1.NodeReady, Status: status, Reason: reason, LastHeartbeatTime: now, LastTransitionTime: now,
+	}}
+	node.Status.NodeInfo.OSImage = n.osImage(version)
+	node.Status.NodeInfo.BootID = bootID
+	node.Status.NodeInfo.OperatingSystem, node.Status.NodeInfo.Architecture = "linux", "amd64"
+	if err := n.fleet.client.Status().Patch(ctx, &node, client.MergeFrom(orig)); err != nil {
+		return fmt.Errorf("writing the status of Node %s: %w", n.Name, err)
+	}
+	return nil
+}
+
+// onReboot mirrors a host's reboot on its Node; the agent's pod dies with the host and
+// starts again when it is back.
+func (n *Node) onReboot(ev hostsim.RebootEvent) {
+	ctx := context.Background()
+	logger := log.Log.WithName("fleet").WithValues("node", n.Name)
+	var err error
+	switch ev.Phase {
+	case hostsim.RebootDown:
+		go n.StopAgent()
+		err = n.setStatus(ctx, false, ev.FromVersion, ev.OldBootID)
+	case hostsim.RebootUp:
+		if err = n.setStatus(ctx, true, ev.Version, ev.BootID); err == nil {
+			err = n.StartAgent()
+		}
+		logger.V(1).Info("Host booted", "version", ev.Version, "fellBack", ev.FellBack)
+	}
+	if err != nil {
+		logger.Error(err, "Mirroring a reboot on the Node")
+	}
+}
+
+// StartAgent starts the node's agent (a new pod of the DaemonSet).
+func (n *Node) StartAgent() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stop != nil {
+		return nil
+	}
+	mgr, err := ctrl.NewManager(n.fleet.config, ctrl.Options{
+		Scheme:  n.fleet.scheme,
+		Cache:   agent.CacheOptions(n.Name),
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		Logger:  log.Log.WithName("agent").WithValues("node", n.Name),
+	})
+	if err != nil {
+		return fmt.Errorf("creating the agent of %s: %w", n.Name, err)
+	}
+	a := &agent.Agent{
+		Client: mgr.GetClient(), NodeName: n.Name, BootIDFile: n.bootID, Clock: clock.RealClock{},
+		Host: hostapi.New(n.socket, hostapi.WithPollInterval(50*time.Millisecond),
+			hostapi.WithLockBackoff(50*time.Millisecond, time.Second, 0)),
+		RefreshInterval: n.fleet.opts.RefreshInterval,
+		RetryInterval:   500 * time.Millisecond,
+	}
+	if err := a.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the agent of %s: %w", n.Name, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.stop, n.done = cancel, make(chan struct{})
+	go func(done chan struct{}) {
+		defer close(done)
+		if err := mgr.Start(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Log.WithName("fleet").Error(err, "Agent stopped", "node", n.Name)
+		}
+	}(n.done)
+	return nil
+}
+
+// StopAgent stops the node's agent and waits for it to be gone.
+func (n *Node) StopAgent() {
+	n.mu.Lock()
+	stop, done := n.stop, n.done
+	n.stop = nil
+	n.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+}
+
+// TempDir makes a short directory for the fleet's sockets.
+func TempDir() (string, error) {
+	return os.MkdirTemp("", "fleet")
+}
