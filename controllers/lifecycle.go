@@ -26,9 +26,9 @@ type flight struct {
 	node *corev1.Node
 	// orig is the object as read (never changed); brn the copy this pass changes.
 	orig, brn *v1alpha1.BottlerocketNode
-	policy *v1alpha1.UpdatePolicy
-	d      *planner.NodeDecision
-	now    time.Time
+	policy    *v1alpha1.UpdatePolicy
+	d         *planner.NodeDecision
+	now       time.Time
 	// wake is when this node needs another look (a deadline, stableFor), zero for none.
 	wake time.Time
 	// poll asks for a short requeue: progress depends on things not watched (pods, PDBs).
