@@ -46,11 +46,11 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: verify
-verify: manifests generate ## Regenerate everything and fail if anything generated or formatted is stale.
+verify: manifests generate build-installer ## Regenerate everything and fail if anything generated or formatted is stale.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed on:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	go vet ./...
-	@git diff --exit-code -- config api || { echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain --untracked-files=all -- config/crd/bases config/rbac api)" || { echo "untracked generated files:"; git status --porcelain --untracked-files=all -- config/crd/bases config/rbac api; exit 1; }
+	@git diff --exit-code -- config api dist || { echo "generated files are stale: run 'make manifests generate build-installer' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- config/crd/bases config/rbac api dist)" || { echo "untracked generated files:"; git status --porcelain --untracked-files=all -- config/crd/bases config/rbac api dist; exit 1; }
 
 .PHONY: controlplane
 controlplane: ## Build (once) and print the cached etcd + kube-apiserver directory.
@@ -95,6 +95,14 @@ deploy: manifests ## Deploy the operator (image $(IMG)) to the cluster of the cu
 .PHONY: undeploy
 undeploy: ## Remove the operator from the cluster of the current kubeconfig.
 	$(KUBECTL) kustomize config/default | $(KUBECTL) delete --ignore-not-found -f -
+
+# The image written into dist/install.yaml; the committed file keeps the placeholder.
+INSTALLER_IMG ?= bottlerocket-update-operator:latest
+
+.PHONY: build-installer
+build-installer: manifests ## Render config/default into dist/install.yaml (image $(INSTALLER_IMG)).
+	@mkdir -p dist
+	$(KUBECTL) kustomize config/default | sed 's|image: bottlerocket-update-operator:latest|image: $(INSTALLER_IMG)|' > dist/install.yaml
 
 .PHONY: get-nodes-status
 get-nodes-status: ## Print the fleet's update state.

@@ -1,0 +1,23 @@
+# syntax=docker/dockerfile:1
+# The one image of both components (-controller / -agent): a static binary on distroless.
+#   docker build -t bottlerocket-update-operator:dev .      (make docker-build IMG=...)
+
+FROM --platform=$BUILDPLATFORM golang:1.26 AS builder
+ARG TARGETOS=linux
+ARG TARGETARCH
+WORKDIR /src
+# Dependencies first, so that a source change does not download them again.
+COPY go.mod go.sum ./
+RUN --mount=type=cache,target=/go/pkg/mod go mod download
+# The sources (.dockerignore leaves out tests, docs, manifests and build output).
+COPY . .
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
+    go build -trimpath -ldflags='-s -w' -o /out/bottlerocket-update-operator .
+
+# Static (no libc), no shell, runs as 65532:65532. The agent's DaemonSet overrides the user
+# to root for the host API socket; the controller keeps nonroot.
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=builder /out/bottlerocket-update-operator /bottlerocket-update-operator
+USER 65532:65532
+ENTRYPOINT ["/bottlerocket-update-operator"]
