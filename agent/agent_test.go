@@ -1,10 +1,7 @@
 package agent_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"os"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -13,6 +10,7 @@ import (
 	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
 	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/internal/testenv"
 )
 
 const hour = time.Hour
@@ -310,26 +308,9 @@ var _ = Describe("None", func() {
 // agentWrites counts the API writes to a node's BottlerocketNode status in the API server's
 // audit log: the test's own writes go to the main resource, the agent's to status.
 func agentWrites(name string) int {
-	f, err := os.Open(env.AuditLog)
+	n, err := env.CompletedWrites(func(ev testenv.AuditEvent) bool {
+		return ev.ObjectRef.Resource == "bottlerocketnodes" && ev.ObjectRef.Name == name && ev.ObjectRef.Subresource == "status"
+	})
 	Expect(err).NotTo(HaveOccurred())
-	defer f.Close()
-	count := 0
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<24)
-	for sc.Scan() {
-		var ev struct {
-			Verb      string `json:"verb"`
-			Stage     string `json:"stage"`
-			ObjectRef struct {
-				Resource, Name, Subresource string
-			} `json:"objectRef"`
-		}
-		Expect(json.Unmarshal(sc.Bytes(), &ev)).To(Succeed())
-		if ev.Stage == "ResponseComplete" && ev.ObjectRef.Resource == "bottlerocketnodes" &&
-			ev.ObjectRef.Name == name && ev.ObjectRef.Subresource == "status" {
-			count++
-		}
-	}
-	Expect(sc.Err()).NotTo(HaveOccurred())
-	return count
+	return n
 }

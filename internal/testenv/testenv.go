@@ -6,7 +6,9 @@
 package testenv
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -136,3 +138,39 @@ rules:
   verbs: [create, update, patch, delete, deletecollection]
 - level: None
 `
+
+// AuditEvent is the part of an API server audit event the tests read.
+type AuditEvent struct {
+	Verb  string `json:"verb"`
+	Stage string `json:"stage"`
+	User  struct {
+		Username string `json:"username"`
+	} `json:"user"`
+	ObjectRef struct {
+		Resource    string `json:"resource"`
+		Name        string `json:"name"`
+		Subresource string `json:"subresource"`
+	} `json:"objectRef"`
+}
+
+// CompletedWrites returns the audit log's completed writes (see WithAuditLog) that match.
+func (e *Env) CompletedWrites(match func(AuditEvent) bool) (int, error) {
+	f, err := os.Open(e.AuditLog)
+	if err != nil {
+		return 0, fmt.Errorf("opening the audit log: %w", err)
+	}
+	defer f.Close()
+	count := 0
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		var ev AuditEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return 0, fmt.Errorf("decoding the audit log: %w", err)
+		}
+		if ev.Stage == "ResponseComplete" && match(ev) {
+			count++
+		}
+	}
+	return count, sc.Err()
+}

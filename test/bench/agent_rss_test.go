@@ -16,7 +16,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
@@ -38,24 +37,8 @@ func BenchmarkAgentIdleRSS(b *testing.B) {
 	}
 	defer os.RemoveAll(dir)
 
-	bin := filepath.Join(dir, "operator")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, ".")
-	build.Dir, build.Env = testenv.RepoRoot(), append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("building the operator: %v\n%s", err, out)
-	}
-	user, err := env.Environment.AddUser(envtest.User{Name: "agent", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	kubeconfig, err := user.KubeConfig()
-	if err != nil {
-		b.Fatal(err)
-	}
-	kc := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kc, kubeconfig, 0o600); err != nil {
-		b.Fatal(err)
-	}
+	bin := buildOperator(b, dir)
+	kc := kubeconfigFor(b, env, dir, "agent")
 	host := hostsim.New(hostsim.Config{Version: "1.25.0", Releases: hostsim.Releases("1.25.0"), BootIDFile: filepath.Join(dir, "boot_id")})
 	if err := host.Start(filepath.Join(dir, "api.sock")); err != nil {
 		b.Fatal(err)
