@@ -300,6 +300,17 @@ func reviewRules(ctx context.Context, t *testing.T, c client.Client, kind, name,
 // account (bound to pod when not nil), as a pod's mounted token would.
 func tokenClient(ctx context.Context, t *testing.T, sa string, pod *corev1.Pod) client.Client {
 	t.Helper()
+	c, err := client.New(tokenConfig(ctx, t, sa, pod), client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatalf("creating a client for %s: %v", sa, err)
+	}
+	return c
+}
+
+// tokenConfig returns a rest config that authenticates only with a fresh token of the
+// service account (bound to pod when not nil).
+func tokenConfig(ctx context.Context, t *testing.T, sa string, pod *corev1.Pod) *rest.Config {
+	t.Helper()
 	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}
 	if pod != nil {
 		tr.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
@@ -310,11 +321,7 @@ func tokenClient(ctx context.Context, t *testing.T, sa string, pod *corev1.Pod) 
 	}
 	cfg := rest.AnonymousClientConfig(env.Config)
 	cfg.BearerToken = tr.Status.Token
-	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
-	if err != nil {
-		t.Fatalf("creating a client for %s: %v", sa, err)
-	}
-	return c
+	return cfg
 }
 
 // agentOn creates the agent's pod on node (nothing runs it: there is no kubelet) and returns

@@ -1,0 +1,143 @@
+package install_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/controllers"
+)
+
+// TestControllerFlowOnItsOwnRole runs the controller on a token of its own service account,
+// with leader election in its namespace, through a representative flow: discovery and
+// labelling, an intent, the policy's status, cordon and drain, the reboot intent. It proves
+// the generated role suffices for what the controller does.
+func TestControllerFlowOnItsOwnRole(t *testing.T) {
+	installed(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cfg := tokenConfig(ctx, t, controllerSA, nil)
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme: env.Scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"},
+		Client:                  client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Pod{}}}},
+		LeaderElection:          true,
+		LeaderElectionID:        "flow-test",
+		LeaderElectionNamespace: namespace,
+		Controller:              config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := controllers.Setup(mgr, controllers.Options{OperatorNamespace: namespace, PollInterval: 100 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done }) // last: the controller releases what it holds first
+
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "flow-node"}}
+	createFixture(ctx, t, node)
+	node.Status = corev1.NodeStatus{
+		NodeInfo:   corev1.NodeSystemInfo{OSImage: "Bottlerocket OS 1.25.0 (aws-k8s-1.31)", BootID: "boot-1"},
+		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady"}},
+	}
+	if err := env.Client.Status().Update(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deleteFixture(t, &v1alpha1.BottlerocketNode{ObjectMeta: metav1.ObjectMeta{Name: node.Name}}) })
+
+	var brn v1alpha1.BottlerocketNode
+	eventually(t, "the node is discovered and labelled", func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(node), node); err != nil {
+			return err
+		}
+		if node.Labels[v1alpha1.LabelInterfaceVersion] != v1alpha1.InterfaceVersion {
+			return errors.New("no label yet")
+		}
+		return env.Client.Get(ctx, client.ObjectKey{Name: node.Name}, &brn)
+	})
+	// The agent's reports are written here as the admin (the agent's own rights are tested
+	// apart), retried on conflicts with the controller's writes.
+	report := func(what string, change func(*v1alpha1.AgentStatus)) {
+		t.Helper()
+		eventually(t, what, func() error {
+			if err := env.Client.Get(ctx, client.ObjectKey{Name: node.Name}, &brn); err != nil {
+				return err
+			}
+			if brn.Status.Agent == nil {
+				brn.Status.Agent = &v1alpha1.AgentStatus{}
+			}
+			change(brn.Status.Agent)
+			return env.Client.Status().Update(ctx, &brn)
+		})
+	}
+	report("the agent reports", func(a *v1alpha1.AgentStatus) {
+		*a = v1alpha1.AgentStatus{CurrentVersion: "1.25.0", BootID: "boot-1", AvailableVersions: []string{"1.26.0", "1.25.0"}, UpdateState: v1alpha1.HostStateAvailable}
+	})
+	one := intstr.FromInt32(1)
+	policy := &v1alpha1.UpdatePolicy{ObjectMeta: metav1.ObjectMeta{Name: "flow"}, Spec: v1alpha1.UpdatePolicySpec{Version: "1.26.0", MaxUnavailable: &one}}
+	if err := env.Client.Create(ctx, policy); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Deleting the policy mid-rollout: its finalizer lets it go once its node is released.
+		deleteFixture(t, policy)
+		eventually(t, "the deleted policy releases its node and goes", func() error {
+			err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(policy), policy)
+			if err == nil {
+				return errors.New("still there")
+			}
+			return client.IgnoreNotFound(err)
+		})
+		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(node), node); err != nil || node.Spec.Unschedulable {
+			t.Errorf("the node is still cordoned after its policy went (err %v)", err)
+		}
+	})
+
+	waitPhase := func(phase v1alpha1.NodePhase, action v1alpha1.NodeAction) {
+		t.Helper()
+		eventually(t, fmt.Sprintf("the node reaches %s with action %s", phase, action), func() error {
+			if err := env.Client.Get(ctx, client.ObjectKey{Name: node.Name}, &brn); err != nil {
+				return err
+			}
+			if brn.Status.Phase != phase || brn.Spec.Action != action {
+				return fmt.Errorf("phase %s action %s (%s: %s)", brn.Status.Phase, brn.Spec.Action, brn.Status.Reason, brn.Status.Message)
+			}
+			return nil
+		})
+	}
+	waitPhase(v1alpha1.PhaseStaging, v1alpha1.ActionStage)
+	eventually(t, "the policy's status is written", func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(policy), policy); err != nil {
+			return err
+		}
+		if policy.Status.ObservedGeneration != policy.Generation || policy.Status.TargetVersion != "1.26.0" {
+			return fmt.Errorf("status %+v", policy.Status)
+		}
+		return nil
+	})
+
+	report("the agent reports the target staged", func(a *v1alpha1.AgentStatus) {
+		a.LastAction = &v1alpha1.AgentAction{Action: v1alpha1.ActionStage, TargetVersion: "1.26.0", Result: v1alpha1.ActionSucceeded, Time: metav1.Now()}
+		a.StagedVersion, a.UpdateState, a.ObservedGeneration = "1.26.0", v1alpha1.HostStateStaged, brn.Generation
+	})
+	// Staged, then a disruption slot: cordon, a drain over no pods, the reboot intent.
+	waitPhase(v1alpha1.PhaseRebooting, v1alpha1.ActionReboot)
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(node), node); err != nil {
+		t.Fatal(err)
+	}
+	if !node.Spec.Unschedulable || node.Annotations[v1alpha1.AnnotationCordonedBy] == "" {
+		t.Fatalf("the node is not cordoned by the operator: unschedulable=%v annotations=%v", node.Spec.Unschedulable, node.Annotations)
+	}
+}
