@@ -10,10 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -28,6 +30,7 @@ import (
 // latency from policy to first intent (target 1 s), and the writes the controller makes over
 // an idle period (target 0).
 func BenchmarkController5000(b *testing.B) {
+	ctrl.SetLogger(logr.Discard())
 	nodes := 5000
 	if v, err := strconv.Atoi(os.Getenv("BENCH_NODES")); err == nil {
 		nodes = v

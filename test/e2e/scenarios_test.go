@@ -1,0 +1,195 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+)
+
+var threeZones = []string{"zone-a", "zone-b", "zone-c"}
+
+func dur(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
+
+func ios(v intstr.IntOrString) *intstr.IntOrString { return &v }
+
+func policy(name string, spec v1alpha1.UpdatePolicySpec) *v1alpha1.UpdatePolicy {
+	if spec.Version == "" {
+		spec.Version = to
+	}
+	if spec.Health.StableFor == nil {
+		spec.Health.StableFor = dur(time.Second)
+	}
+	spec.Health.ReadyTimeout = dur(time.Minute)
+	spec.Drain.Timeout = dur(time.Minute)
+	if spec.FailurePolicy.MaxFailedNodes == 0 {
+		spec.FailurePolicy.MaxFailedNodes = 1
+	}
+	return &v1alpha1.UpdatePolicy{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec}
+}
+
+// The original operator's limitations, fixed: a pause between nodes, health before the next,
+// a single-node cluster that completes and ends schedulable, nodes labelled by nobody.
+func TestOriginalLimitationsFixed(t *testing.T) {
+	t.Run("pause between nodes", func(t *testing.T) {
+		c := newCluster(t, 3, threeZones, host)
+		pause := 3 * time.Second
+		start := time.Now()
+		c.apply(policy("fleet", v1alpha1.UpdatePolicySpec{MaxUnavailable: ios(intstr.FromInt32(1)), PauseBetweenNodes: dur(pause)}))
+		c.waitFor("the rollout converges", 2*time.Minute, func(w world) bool { return w.converged(to) })
+		w, _ := c.look(context.Background())
+		// Each node started draining no sooner than the pause after the previous one was Updated.
+		var updated []time.Time
+		for _, b := range w.brns {
+			updated = append(updated, b.Status.UpdatedTime.Time)
+			if w.nodes[b.Name].Labels[v1alpha1.LabelInterfaceVersion] != v1alpha1.InterfaceVersion {
+				t.Errorf("node %s not labelled", b.Name)
+			}
+		}
+		for i := range updated {
+			for j := range updated {
+				if i != j && absDuration(updated[i].Sub(updated[j])) < pause {
+					t.Errorf("nodes updated %s apart, pause is %s", absDuration(updated[i].Sub(updated[j])), pause)
+				}
+			}
+		}
+		report(t, "pause", time.Since(start), 3*(perNode(time.Second))+2*pause+host.PrepareDuration, c.w.peakUnavailable(), 1)
+	})
+	t.Run("single node", func(t *testing.T) {
+		c := newCluster(t, 1, nil, host)
+		start := time.Now()
+		c.apply(policy("single", v1alpha1.UpdatePolicySpec{}))
+		c.waitFor("the single node updates and ends schedulable", 2*time.Minute, func(w world) bool { return w.converged(to) })
+		report(t, "single node", time.Since(start), perNode(time.Second)+host.PrepareDuration, c.w.peakUnavailable(), 1)
+	})
+}
+
+// Scale: 100 nodes in three waves, 10% at a time, one per zone.
+func TestScale(t *testing.T) {
+	c := newCluster(t, 100, threeZones, host)
+	start := time.Now()
+	c.apply(policy("fleet", v1alpha1.UpdatePolicySpec{
+		MaxUnavailable: ios(intstr.FromString("10%")), MaxUnavailablePerZone: ios(intstr.FromInt32(1)),
+		Waves: []v1alpha1.Wave{
+			{Name: "canary", Nodes: ios(intstr.FromInt32(1)), SoakTime: dur(2 * time.Second)},
+			{Name: "early", Nodes: ios(intstr.FromString("30%")), SoakTime: dur(time.Second)},
+			{Name: "rest", Nodes: ios(intstr.FromString("100%"))},
+		},
+	}))
+	c.waitFor("100 nodes converge", 10*time.Minute, func(w world) bool { return w.converged(to) })
+	// Three slots (one per zone): canary alone, then 30 and 69 nodes three at a time.
+	ideal := perNode(time.Second)*time.Duration(1+10+23) + 3*time.Second + host.PrepareDuration
+	report(t, "scale", time.Since(start), ideal, c.w.peakUnavailable(), 3)
+}
+
+// A bad release: the canary's new image does not boot. The canary falls back, is Failed and
+// uncordoned, the rollout halts with nothing else touched; a pin to the old version recovers.
+func TestBadRelease(t *testing.T) {
+	c := newCluster(t, 6, threeZones, host)
+	canary := c.fleet.Nodes[0]
+	canary.Host.FailBoot()
+	c.apply(policy("fleet", v1alpha1.UpdatePolicySpec{
+		MaxUnavailable: ios(intstr.FromInt32(2)),
+		Waves:          []v1alpha1.Wave{{Name: "canary", NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/hostname": canary.Name}}}},
+	}))
+	c.waitFor("the canary fails and the rollout halts", 2*time.Minute, func(w world) bool {
+		d := w.condition("fleet", v1alpha1.ConditionDegraded)
+		return w.phase(canary.Name) == v1alpha1.PhaseFailed && d != nil && d.Status == metav1.ConditionTrue &&
+			d.Reason == string(v1alpha1.ReasonFailureBudgetSpent)
+	})
+	w, _ := c.look(context.Background())
+	for _, b := range w.brns {
+		if b.Name == canary.Name {
+			if b.Status.Reason != v1alpha1.ReasonFallback || w.nodes[b.Name].Spec.Unschedulable {
+				t.Errorf("canary: reason %s, unschedulable %v", b.Status.Reason, w.nodes[b.Name].Spec.Unschedulable)
+			}
+			continue
+		}
+		if b.Spec.Action != v1alpha1.ActionNone || b.Status.Phase.InFlight() {
+			t.Errorf("node %s was touched: %s %s", b.Name, b.Spec.Action, b.Status.Phase)
+		}
+	}
+	for _, n := range c.fleet.Nodes {
+		if n.Host.Version() != from {
+			t.Errorf("host %s runs %s", n.Name, n.Host.Version())
+		}
+	}
+	// Roll back: pin the fleet to the version it runs.
+	var p v1alpha1.UpdatePolicy
+	if err := c.env.Client.Get(context.Background(), client.ObjectKey{Name: "fleet"}, &p); err != nil {
+		t.Fatal(err)
+	}
+	p.Spec.Version = from
+	if err := c.env.Client.Update(context.Background(), &p); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor("the pin recovers the fleet", 2*time.Minute, func(w world) bool {
+		r := w.condition("fleet", v1alpha1.ConditionReady)
+		return r != nil && r.Status == metav1.ConditionTrue && w.converged(from)
+	})
+}
+
+// Chaos: the controller is killed and restarted several times mid-rollout, and agents too.
+func TestChaos(t *testing.T) {
+	c := newCluster(t, 24, threeZones, host)
+	rng := rand.New(rand.NewPCG(1, 2))
+	start := time.Now()
+	c.apply(policy("fleet", v1alpha1.UpdatePolicySpec{MaxUnavailable: ios(intstr.FromString("25%"))}))
+	for i := range 4 {
+		c.waitFor("progress before a crash", 2*time.Minute, func(w world) bool {
+			updated := 0
+			for _, b := range w.brns {
+				if b.Status.Phase == v1alpha1.PhaseUpdated {
+					updated++
+				}
+			}
+			return updated >= 4*(i+1)
+		})
+		c.stopController()
+		for range 3 {
+			n := c.fleet.Nodes[rng.IntN(len(c.fleet.Nodes))]
+			n.StopAgent()
+			if err := n.StartAgent(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.startController()
+	}
+	c.waitFor("the rollout completes through the crashes", 5*time.Minute, func(w world) bool { return w.converged(to) })
+	for _, n := range c.fleet.Nodes {
+		if boots := n.Host.State().Boots; boots != 2 {
+			t.Errorf("host %s booted %d times, want 2 (one reboot)", n.Name, boots)
+		}
+	}
+	report(t, "chaos", time.Since(start), perNode(time.Second)*4+host.PrepareDuration, c.w.peakUnavailable(), 6)
+}
+
+// Windows: a window of 30 s every minute. Nodes in flight when it closes finish; none starts
+// until it opens again (the watcher checks every drain start against the window).
+func TestWindowClosesMidRollout(t *testing.T) {
+	hc := host
+	hc.RebootDuration = 4 * time.Second
+	c := newCluster(t, 9, threeZones, hc)
+	start := time.Now()
+	c.apply(policy("fleet", v1alpha1.UpdatePolicySpec{
+		MaxUnavailable:     ios(intstr.FromInt32(2)),
+		MaintenanceWindows: []v1alpha1.MaintenanceWindow{{Schedule: "* * * * *", Duration: metav1.Duration{Duration: 30 * time.Second}, TimeZone: "UTC"}},
+	}))
+	c.waitFor("the rollout completes across windows", 5*time.Minute, func(w world) bool { return w.converged(to) })
+	report(t, "windows", time.Since(start), 5*(hc.ActivateDuration+hc.RebootDuration+time.Second), c.w.peakUnavailable(), 2)
+}
+
+func absDuration(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}
