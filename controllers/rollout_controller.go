@@ -86,6 +86,12 @@ func (r *RolloutReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 		}
 	}
 
+	if upstream, err := r.upstreamInstalled(ctx); err != nil || upstream {
+		if err == nil {
+			err = r.standAside(ctx, policies.Items, now)
+		}
+		return ctrl.Result{RequeueAfter: coexistenceRecheck}, err
+	}
 	active, deleting, err := r.preparePolicies(ctx, policies.Items, now)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -113,6 +119,9 @@ func (r *RolloutReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 		ns := in.Nodes[i]
 		if ns.BRN == nil {
 			continue // discovery creates it
+		}
+		if settled(&plan.Nodes[i], ns.Node, ns.BRN) {
+			continue
 		}
 		f := &flight{node: ns.Node, orig: ns.BRN, brn: ns.BRN.DeepCopy(), policy: policyByName[plan.Nodes[i].Policy], d: &plan.Nodes[i], now: now}
 		if err := r.applyNode(ctx, f); err != nil {
@@ -257,7 +266,8 @@ func (r *RolloutReconciler) applyNode(ctx context.Context, f *flight) error {
 		delete(brn.Annotations, v1alpha1.AnnotationRetry)
 	}
 	if !equality.Semantic.DeepEqual(orig.Spec, brn.Spec) || !equality.Semantic.DeepEqual(orig.Annotations, brn.Annotations) {
-		if err := r.Client.Patch(ctx, brn, client.MergeFrom(orig), client.FieldOwner(FieldManager)); err != nil {
+		// Patch a copy: the answer carries the status as stored, which would undo brn's.
+		if err := r.Client.Patch(ctx, brn.DeepCopy(), client.MergeFrom(orig), client.FieldOwner(FieldManager)); err != nil {
 			return fmt.Errorf("writing the intent of BottlerocketNode %s: %w", brn.Name, err)
 		}
 	}
@@ -266,10 +276,34 @@ func (r *RolloutReconciler) applyNode(ctx context.Context, f *flight) error {
 			return fmt.Errorf("writing the status of BottlerocketNode %s: %w", brn.Name, err)
 		}
 	}
-	if d.Phase != orig.Status.Phase && orig.Status.Phase != "" {
+	switch {
+	case d.Phase != orig.Status.Phase && orig.Status.Phase != "":
 		r.transitioned(ctx, f.node, brn, orig.Status.Phase)
+	case d.Reason != orig.Status.Reason && blockingReasons[d.Reason]:
+		// What holds a node up is said where people look, not only in its status.
+		r.Recorder.Eventf(brn, f.node, corev1.EventTypeWarning, string(d.Reason), "Drain", "%s", d.Message)
+		r.Recorder.Eventf(f.node, brn, corev1.EventTypeWarning, string(d.Reason), "Drain", "%s", d.Message)
 	}
 	return nil
+}
+
+// blockingReasons are the reasons a drain is held up; each new one is also an Event.
+var blockingReasons = map[v1alpha1.Reason]bool{
+	v1alpha1.ReasonEvictionBlocked: true, v1alpha1.ReasonMultiplePDBs: true, v1alpha1.ReasonNoCapacity: true,
+}
+
+// settled reports whether a node needs nothing this pass: not in flight, its object already
+// says what the plan decides, and nothing of ours left on its Node. Most of a large fleet is
+// settled at any time; skipping it keeps a pass cheap.
+func settled(d *planner.NodeDecision, node *corev1.Node, brn *v1alpha1.BottlerocketNode) bool {
+	st := &brn.Status
+	_, cordoned := node.Annotations[v1alpha1.AnnotationCordonedBy]
+	_, guarded := node.Annotations[v1alpha1.AnnotationAutoscalerGuard]
+	_, retry := brn.Annotations[v1alpha1.AnnotationRetry]
+	return !d.From.InFlight() && d.Phase == d.From && !cordoned && !guarded && !retry &&
+		d.Reason == st.Reason && d.Message == st.Message && d.Wave == st.Wave && d.RolloutTarget == st.RolloutTarget &&
+		d.Action == brn.Spec.Action && d.TargetVersion == brn.Spec.TargetVersion && d.Policy == brn.Spec.Policy &&
+		len(st.Conditions) == 0
 }
 
 // holdsCordon reports whether a node in this phase keeps the cordon (and the autoscaler
