@@ -198,8 +198,17 @@ func checkWindow(pp *policyPass, c *candidate) (bool, v1alpha1.Reason, string) {
 	return true, v1alpha1.ReasonOutsideWindow, "next maintenance window opens " + formatTime(w.nextOpen)
 }
 
-func checkBudget(pp *policyPass, _ *candidate) (bool, v1alpha1.Reason, string) {
-	if pp.unavail < pp.maxUnavailable {
+// self is 1 when the candidate already counts as unavailable (cordoned or not Ready, by
+// someone else): admitting it takes no further slot, so it is not counted against itself.
+func (pp *policyPass) self(c *candidate) int {
+	if pp.views[c.i].down {
+		return 1
+	}
+	return 0
+}
+
+func checkBudget(pp *policyPass, c *candidate) (bool, v1alpha1.Reason, string) {
+	if pp.unavail-pp.self(c) < pp.maxUnavailable {
 		return false, "", ""
 	}
 	return true, v1alpha1.ReasonBudgetExhausted, fmt.Sprintf("%d of %d nodes may be unavailable", pp.unavail, pp.maxUnavailable)
@@ -207,21 +216,21 @@ func checkBudget(pp *policyPass, _ *candidate) (bool, v1alpha1.Reason, string) {
 
 func checkZoneBudget(pp *policyPass, c *candidate) (bool, v1alpha1.Reason, string) {
 	zone := pp.views[c.i].zone
-	if used, limit := pp.zoneUnavail[zone], pp.zoneLimit[zone]; used >= limit {
+	if used, limit := pp.zoneUnavail[zone]-pp.self(c), pp.zoneLimit[zone]; used >= limit {
 		return true, v1alpha1.ReasonZoneBudgetExhausted, fmt.Sprintf("zone %q: %d of %d nodes may be unavailable", zone, used, limit)
 	}
 	return false, "", ""
 }
 
 func checkWaveBudget(pp *policyPass, c *candidate) (bool, v1alpha1.Reason, string) {
-	if w := &pp.waves[c.wave]; w.unavailable >= w.limit {
+	if w := &pp.waves[c.wave]; w.unavailable-pp.self(c) >= w.limit {
 		return true, v1alpha1.ReasonWaveBudgetExhausted, fmt.Sprintf("wave %s: %d of %d nodes may be unavailable", w.name, w.unavailable, w.limit)
 	}
 	return false, "", ""
 }
 
-func checkPauseBetweenNodes(pp *policyPass, _ *candidate) (bool, v1alpha1.Reason, string) {
-	if pp.unavail+pp.cooling < pp.maxUnavailable {
+func checkPauseBetweenNodes(pp *policyPass, c *candidate) (bool, v1alpha1.Reason, string) {
+	if pp.unavail-pp.self(c)+pp.cooling < pp.maxUnavailable {
 		return false, "", ""
 	}
 	pp.wakeAt(pp.coolingEnds)

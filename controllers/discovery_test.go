@@ -1,0 +1,44 @@
+package controllers_test
+
+import (
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+)
+
+var _ = Describe("Node discovery", func() {
+	It("labels Bottlerocket nodes, keeps one BottlerocketNode per node, and leaves other nodes alone", func(ctx SpecContext) {
+		f := newFleet()
+		// Created first: discovery handles nodes in order, so by the time the later nodes are
+		// done this one has been looked at too.
+		other := f.addNode("ubuntu", "Ubuntu 24.04.1 LTS")
+		current := f.addNode("br", osImage)
+		old := f.addNode("old", "Bottlerocket OS 0.3.4 (aws-k8s-1.15)")
+
+		Eventually(func(g Gomega) {
+			node := getNode(g, current)
+			g.Expect(node.Labels).To(HaveKeyWithValue(v1alpha1.LabelInterfaceVersion, v1alpha1.InterfaceVersion))
+			brn := getBRN(g, current)
+			g.Expect(brn.OwnerReferences).To(ContainElement(SatisfyAll(
+				HaveField("Kind", "Node"), HaveField("Name", current), HaveField("UID", node.UID))))
+		}).Should(Succeed())
+
+		By("reporting a host without the update API as unsupported, without the agent's label")
+		expectNode(old, v1alpha1.PhaseIdle, reason(v1alpha1.ReasonUnsupportedHost))
+		Expect(getNode(Default, old).Labels).NotTo(HaveKey(v1alpha1.LabelInterfaceVersion))
+
+		By("leaving a node that does not run Bottlerocket alone")
+		Expect(getNode(Default, other).Labels).NotTo(HaveKey(v1alpha1.LabelInterfaceVersion))
+		Expect(apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKey{Name: other}, &v1alpha1.BottlerocketNode{}))).To(BeTrue(),
+			"no BottlerocketNode for a node that does not run Bottlerocket")
+
+		By("deleting the BottlerocketNode of a deleted Node (no garbage collector runs here)")
+		Expect(k8s.Delete(ctx, getNode(Default, current))).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKey{Name: current}, &v1alpha1.BottlerocketNode{}))
+		}).Should(BeTrue())
+	})
+})

@@ -1,0 +1,93 @@
+package controllers_test
+
+import (
+	"context"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+)
+
+// drainingBlocked sets up one node to update holding a pod that a PodDisruptionBudget
+// protects (disruptionsAllowed 0), plus a worker node that can take evicted pods, and waits
+// until the drain is blocked.
+func (f *fleet) drainingBlocked(drain v1alpha1.DrainSpec) (node string, pod *corev1.Pod, pdb *policyv1.PodDisruptionBudget) {
+	GinkgoHelper()
+	f.addNode("worker", "Ubuntu 24.04.1 LTS") // capacity for the evicted pods
+	f.addPolicy("p", rolloutSpec(func(s *v1alpha1.UpdatePolicySpec) { s.Drain = drain }))
+	node = f.addBottlerocketNodes("a")[0]
+	pod = addPod(f.name("app"), node)
+	pdb = addPDB(pod.Name, 0)
+	agentReady(node)
+	expectNode(node, v1alpha1.PhaseStaging)
+	agentStaged(node)
+	expectNode(node, v1alpha1.PhaseDraining, intent(v1alpha1.ActionStage), reason(v1alpha1.ReasonEvictionBlocked), cordonedByUs(true),
+		func(g Gomega, brn *v1alpha1.BottlerocketNode) {
+			g.Expect(brn.Status.Message).To(SatisfyAll(ContainSubstring(podNS+"/"+pod.Name), ContainSubstring(podNS+"/"+pod.Name+"-pdb")))
+		})
+	return node, pod, pdb
+}
+
+func podExists(ctx context.Context, pod *corev1.Pod) bool {
+	err := k8s.Get(ctx, client.ObjectKeyFromObject(pod), &corev1.Pod{})
+	Expect(client.IgnoreNotFound(err)).To(Succeed())
+	return err == nil
+}
+
+var _ = Describe("Draining", func() {
+	It("waits while a PodDisruptionBudget forbids an eviction, says so, and goes on once it allows", func(ctx SpecContext) {
+		f := newFleet()
+		node, pod, pdb := f.drainingBlocked(v1alpha1.DrainSpec{GracePeriodSeconds: ptr.To[int64](0)})
+		Eventually(func(g Gomega) {
+			var events eventsv1.EventList
+			g.Expect(k8s.List(ctx, &events)).To(Succeed())
+			g.Expect(events.Items).To(ContainElement(SatisfyAll(
+				HaveField("Regarding.Kind", "Node"), HaveField("Regarding.Name", node), HaveField("Reason", string(v1alpha1.ReasonEvictionBlocked)),
+				HaveField("Type", corev1.EventTypeWarning), HaveField("Note", ContainSubstring(pod.Name)))))
+		}).Should(Succeed())
+		Expect(podExists(ctx, pod)).To(BeTrue(), "no eviction the PodDisruptionBudget forbids")
+
+		setDisruptionsAllowed(pdb, 1)
+		expectNode(node, v1alpha1.PhaseRebooting, intent(v1alpha1.ActionReboot), cordonedByUs(true))
+		Expect(podExists(ctx, pod)).To(BeFalse(), "the pod was evicted before the reboot")
+	})
+
+	It("updates a node somebody else cordoned, and leaves it cordoned", func() {
+		f := newFleet()
+		// maxUnavailable 1: the node already counts against the budget, and admitting it takes
+		// no further slot.
+		f.addPolicy("p", rolloutSpec())
+		node := f.addNode("a", osImage, func(n *corev1.Node) { n.Spec.Unschedulable = true })
+		agentReady(node)
+		f.updateNode(node)
+		Eventually(func(g Gomega) {
+			n := getNode(g, node)
+			g.Expect(n.Spec.Unschedulable).To(BeTrue(), "still cordoned by its owner")
+			g.Expect(n.Annotations).NotTo(HaveKey(v1alpha1.AnnotationCordonedBy))
+			g.Expect(n.Annotations).NotTo(HaveKey(v1alpha1.AnnotationKarpenterDoNotDisrupt), "the autoscaler guard is released")
+		}).Should(Succeed())
+	})
+
+	DescribeTable("at drain.timeout",
+		func(ctx SpecContext, onTimeout v1alpha1.DrainTimeoutAction, phase v1alpha1.NodePhase, checks ...func(Gomega, *v1alpha1.BottlerocketNode)) {
+			f := newFleet()
+			node, pod, _ := f.drainingBlocked(v1alpha1.DrainSpec{GracePeriodSeconds: ptr.To[int64](0),
+				Timeout: &metav1.Duration{Duration: time.Minute}, OnTimeout: onTimeout})
+			f.advance(time.Minute + time.Second)
+			expectNode(node, phase, checks...)
+			Expect(podExists(ctx, pod)).To(BeTrue(), "the PodDisruptionBudget still holds the pod")
+		},
+		Entry("Abort fails the node and uncordons it", v1alpha1.DrainTimeoutAbort, v1alpha1.PhaseFailed,
+			intent(v1alpha1.ActionNone), reason(v1alpha1.ReasonDrainTimeout), cordonedByUs(false)),
+		Entry("Force reboots although the pod remains", v1alpha1.DrainTimeoutForce, v1alpha1.PhaseRebooting,
+			intent(v1alpha1.ActionReboot), cordonedByUs(true)),
+	)
+})
