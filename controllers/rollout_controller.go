@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/events"
@@ -125,6 +126,9 @@ func (r *RolloutReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 		}
 		f := &flight{node: ns.Node, orig: ns.BRN, brn: ns.BRN.DeepCopy(), policy: policyByName[plan.Nodes[i].Policy], d: &plan.Nodes[i], now: now}
 		if err := r.applyNode(ctx, f); err != nil {
+			if apierrors.IsConflict(err) {
+				continue // planned from a stale cache; the watch event of the newer object replans
+			}
 			errs = append(errs, err)
 			continue
 		}
@@ -245,17 +249,15 @@ func (r *RolloutReconciler) applyNode(ctx context.Context, f *flight) error {
 	}
 
 	orig, brn := f.orig, f.brn
+	failedNow := d.Phase == v1alpha1.PhaseFailed && orig.Status.Phase != v1alpha1.PhaseFailed
+	updatedNow := d.Phase == v1alpha1.PhaseUpdated && orig.Status.Phase != v1alpha1.PhaseUpdated
 	switch {
-	case d.Phase == v1alpha1.PhaseFailed && orig.Status.Phase != v1alpha1.PhaseFailed:
+	case failedNow:
 		t := metaTime(f.now)
 		brn.Status.FailedTarget, brn.Status.FailureCount, brn.Status.FailedTime = orig.Spec.TargetVersion, orig.Status.FailureCount+1, &t
-		failures.WithLabelValues(d.Policy, string(d.Reason)).Inc()
-	case d.Phase == v1alpha1.PhaseUpdated && orig.Status.Phase != v1alpha1.PhaseUpdated:
+	case updatedNow:
 		t := metaTime(f.now)
 		brn.Status.UpdatedTime, brn.Status.FailureCount, brn.Status.FailedTarget = &t, 0, ""
-		if s := orig.Status.UpdateStartTime; s != nil && orig.Status.Phase.InFlight() {
-			updateDuration.WithLabelValues(d.Policy).Observe(f.now.Sub(s.Time).Seconds())
-		}
 	}
 	if d.Phase != v1alpha1.PhaseStabilizing {
 		brn.Status.Conditions = nil
@@ -265,16 +267,29 @@ func (r *RolloutReconciler) applyNode(ctx context.Context, f *flight) error {
 	if _, retry := brn.Annotations[v1alpha1.AnnotationRetry]; retry && d.Phase != v1alpha1.PhaseFailed {
 		delete(brn.Annotations, v1alpha1.AnnotationRetry)
 	}
+	// Optimistic locking: a pass that planned from a cache older than our own last write is
+	// refused (Conflict) instead of repeating a step; the watch brings the fresh object.
+	lock := client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})
 	if !equality.Semantic.DeepEqual(orig.Spec, brn.Spec) || !equality.Semantic.DeepEqual(orig.Annotations, brn.Annotations) {
 		// Patch a copy: the answer carries the status as stored, which would undo brn's.
-		if err := r.Client.Patch(ctx, brn.DeepCopy(), client.MergeFrom(orig), client.FieldOwner(FieldManager)); err != nil {
+		written := brn.DeepCopy()
+		if err := r.Client.Patch(ctx, written, lock, client.FieldOwner(FieldManager)); err != nil {
 			return fmt.Errorf("writing the intent of BottlerocketNode %s: %w", brn.Name, err)
 		}
+		base := orig.DeepCopy()
+		base.ResourceVersion = written.ResourceVersion
+		lock = client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})
 	}
 	if !equality.Semantic.DeepEqual(orig.Status, brn.Status) {
-		if err := r.Client.Status().Patch(ctx, brn, client.MergeFrom(orig), client.FieldOwner(FieldManager)); err != nil {
+		if err := r.Client.Status().Patch(ctx, brn, lock, client.FieldOwner(FieldManager)); err != nil {
 			return fmt.Errorf("writing the status of BottlerocketNode %s: %w", brn.Name, err)
 		}
+	}
+	switch {
+	case failedNow:
+		failures.WithLabelValues(d.Policy, string(d.Reason)).Inc()
+	case updatedNow && orig.Status.UpdateStartTime != nil && orig.Status.Phase.InFlight():
+		updateDuration.WithLabelValues(d.Policy).Observe(f.now.Sub(orig.Status.UpdateStartTime.Time).Seconds())
 	}
 	switch {
 	case d.Phase != orig.Status.Phase && orig.Status.Phase != "":

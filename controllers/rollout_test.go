@@ -103,6 +103,11 @@ var _ = Describe("A rollout", func() {
 		expectNode(first, v1alpha1.PhaseRebooting, cordonedByUs(true))
 		agentRebooted(first, fromVersion)
 		expectNode(first, v1alpha1.PhaseFailed, intent(v1alpha1.ActionNone), reason(v1alpha1.ReasonFallback), cordonedByUs(false))
+		failures := func(g Gomega) float64 {
+			return sample(g, "bottlerocket_node_update_failures_total", map[string]string{"policy": p.Name, "reason": string(v1alpha1.ReasonFallback)})
+		}
+		Eventually(failures).Should(Equal(1.0))
+		Consistently(failures, "500ms").Should(Equal(1.0), "one failure is counted once")
 
 		agentReady(second)
 		expectNode(second, v1alpha1.PhasePending, intent(v1alpha1.ActionNone), reason(v1alpha1.ReasonRolloutHalted))
