@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/kubectl/pkg/drain"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 )
@@ -77,6 +78,9 @@ type drainResult struct {
 	// reason and message say what holds the drain up, when something does.
 	reason  v1alpha1.Reason
 	message string
+	// pdbs are the PodDisruptionBudgets of the pods evicted in this pass ("namespace/name"):
+	// they must be healthy again before the node counts as Updated.
+	pdbs []string
 }
 
 // evictPass makes one eviction pass over the node's pods, through the Eviction API so that
@@ -120,17 +124,19 @@ func (r *RolloutReconciler) evictPass(ctx context.Context, node *corev1.Node, sp
 		}
 		err := h.EvictPod(*pod, policyv1.SchemeGroupVersion)
 		switch {
-		case err == nil, apierrors.IsNotFound(err):
+		case err == nil:
+			res.pdbs = append(res.pdbs, r.pdbsOf(ctx, pod)...)
+		case apierrors.IsNotFound(err):
 		case apierrors.IsTooManyRequests(err):
 			if res.reason == "" {
 				res.reason = v1alpha1.ReasonEvictionBlocked
 				res.message = fmt.Sprintf("eviction of pod %s/%s refused: it would violate PodDisruptionBudget %s",
-					pod.Namespace, pod.Name, r.pdbNames(ctx, pod))
+					pod.Namespace, pod.Name, describePDBs(r.pdbsOf(ctx, pod)))
 			}
 		case apierrors.IsInternalError(err) && strings.Contains(err.Error(), "more than one PodDisruptionBudget"):
 			res.reason = v1alpha1.ReasonMultiplePDBs
 			res.message = fmt.Sprintf("pod %s/%s is covered by more than one PodDisruptionBudget (%s); the API server refuses to evict it",
-				pod.Namespace, pod.Name, r.pdbNames(ctx, pod))
+				pod.Namespace, pod.Name, describePDBs(r.pdbsOf(ctx, pod)))
 		default:
 			return res, fmt.Errorf("evicting pod %s/%s: %w", pod.Namespace, pod.Name, err)
 		}
@@ -146,11 +152,12 @@ func (r *RolloutReconciler) skipOperatorPods(pod corev1.Pod) drain.PodDeleteStat
 	return drain.MakePodDeleteStatusOkay()
 }
 
-// pdbNames names the PodDisruptionBudgets that select a pod.
-func (r *RolloutReconciler) pdbNames(ctx context.Context, pod *corev1.Pod) string {
+// pdbsOf names ("namespace/name") the PodDisruptionBudgets that select a pod.
+func (r *RolloutReconciler) pdbsOf(ctx context.Context, pod *corev1.Pod) []string {
 	var pdbs policyv1.PodDisruptionBudgetList
 	if err := r.APIReader.List(ctx, &pdbs, client.InNamespace(pod.Namespace)); err != nil {
-		return "(unknown: " + err.Error() + ")"
+		log.FromContext(ctx).Error(err, "Listing PodDisruptionBudgets", "namespace", pod.Namespace)
+		return nil
 	}
 	var names []string
 	for i := range pdbs.Items {
@@ -159,6 +166,10 @@ func (r *RolloutReconciler) pdbNames(ctx context.Context, pod *corev1.Pod) strin
 			names = append(names, pdbs.Items[i].Namespace+"/"+pdbs.Items[i].Name)
 		}
 	}
+	return names
+}
+
+func describePDBs(names []string) string {
 	if len(names) == 0 {
 		return "(none found)"
 	}

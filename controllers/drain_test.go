@@ -56,8 +56,19 @@ var _ = Describe("Draining", func() {
 		Expect(podExists(ctx, pod)).To(BeTrue(), "no eviction the PodDisruptionBudget forbids")
 
 		setDisruptionsAllowed(pdb, 1)
-		expectNode(node, v1alpha1.PhaseRebooting, intent(v1alpha1.ActionReboot), cordonedByUs(true))
+		expectNode(node, v1alpha1.PhaseRebooting, intent(v1alpha1.ActionReboot), cordonedByUs(true),
+			func(g Gomega, brn *v1alpha1.BottlerocketNode) {
+				g.Expect(brn.Annotations).To(HaveKeyWithValue(v1alpha1.AnnotationEvictedPDBs, podNS+"/"+pdb.Name))
+			})
 		Expect(podExists(ctx, pod)).To(BeFalse(), "the pod was evicted before the reboot")
+
+		By("holding the node until the evicted pod's PodDisruptionBudget is healthy again")
+		setPDBHealth(pdb, 0, 1)
+		agentRebooted(node, toVersion)
+		expectNode(node, v1alpha1.PhaseStabilizing, reason(v1alpha1.ReasonPDBUnhealthy))
+		setPDBHealth(pdb, 1, 1)
+		f.stabilize(node)
+		Expect(getBRN(Default, node).Annotations).NotTo(HaveKey(v1alpha1.AnnotationEvictedPDBs))
 	})
 
 	It("updates a node somebody else cordoned, and leaves it cordoned", func() {
@@ -91,3 +102,15 @@ var _ = Describe("Draining", func() {
 			intent(v1alpha1.ActionReboot), cordonedByUs(true)),
 	)
 })
+
+// setPDBHealth sets a PodDisruptionBudget's healthy and desired healthy pod counts, as the
+// disruption controller would.
+func setPDBHealth(pdb *policyv1.PodDisruptionBudget, current, desired int32) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(pdb), pdb)).To(Succeed())
+		pdb.Status = policyv1.PodDisruptionBudgetStatus{ObservedGeneration: pdb.Generation,
+			CurrentHealthy: current, DesiredHealthy: desired, ExpectedPods: desired}
+		g.Expect(k8s.Status().Update(context.Background(), pdb)).To(Succeed())
+	}).Should(Succeed())
+}

@@ -3,9 +3,11 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
@@ -86,8 +88,9 @@ func (r *RolloutReconciler) verify(ctx context.Context, node *corev1.Node, brn *
 }
 
 // stable is the gate out of Stabilizing: the node is Ready, its pods are Ready, no pod the
-// policy calls blocking is on it, and no PodDisruptionBudget is below its desired healthy count.
-func (r *RolloutReconciler) stable(ctx context.Context, node *corev1.Node, health v1alpha1.HealthSpec) (check, error) {
+// policy calls blocking is on it, and the PodDisruptionBudgets of the pods evicted from it are
+// back to their desired healthy count.
+func (r *RolloutReconciler) stable(ctx context.Context, node *corev1.Node, brn *v1alpha1.BottlerocketNode, health v1alpha1.HealthSpec) (check, error) {
 	if !nodeReady(node) {
 		return check{v1alpha1.ReasonNodeNotReady, "the Node is not Ready"}, nil
 	}
@@ -112,15 +115,18 @@ func (r *RolloutReconciler) stable(ctx context.Context, node *corev1.Node, healt
 			return check{v1alpha1.ReasonPodsNotReady, fmt.Sprintf("pod %s/%s is not Ready", p.Namespace, p.Name)}, nil
 		}
 	}
-	var pdbs policyv1.PodDisruptionBudgetList
-	if err := r.APIReader.List(ctx, &pdbs); err != nil {
-		return check{}, fmt.Errorf("listing PodDisruptionBudgets: %w", err)
-	}
-	for i := range pdbs.Items {
-		pdb := &pdbs.Items[i]
-		if pdb.Status.ObservedGeneration >= pdb.Generation && pdb.Status.CurrentHealthy < pdb.Status.DesiredHealthy {
-			return check{v1alpha1.ReasonPDBUnhealthy, fmt.Sprintf("PodDisruptionBudget %s/%s has %d healthy pods of %d desired",
-				pdb.Namespace, pdb.Name, pdb.Status.CurrentHealthy, pdb.Status.DesiredHealthy)}, nil
+	for _, key := range evictedPDBs(brn) {
+		ns, name, _ := strings.Cut(key, "/")
+		var pdb policyv1.PodDisruptionBudget
+		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &pdb); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue // gone with its workload
+			}
+			return check{}, fmt.Errorf("reading PodDisruptionBudget %s: %w", key, err)
+		}
+		if pdb.Status.ObservedGeneration < pdb.Generation || pdb.Status.CurrentHealthy < pdb.Status.DesiredHealthy {
+			return check{v1alpha1.ReasonPDBUnhealthy, fmt.Sprintf("PodDisruptionBudget %s has %d healthy pods of %d desired",
+				key, pdb.Status.CurrentHealthy, pdb.Status.DesiredHealthy)}, nil
 		}
 	}
 	return check{}, nil

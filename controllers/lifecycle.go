@@ -3,11 +3,13 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/sets"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/internal/planner"
@@ -59,6 +61,26 @@ func (f *flight) wakeAt(t time.Time) {
 	if f.wake.IsZero() || t.Before(f.wake) {
 		f.wake = t
 	}
+}
+
+// recordEvictedPDBs adds PodDisruptionBudgets to the node's record of those it evicted from.
+func (f *flight) recordEvictedPDBs(pdbs []string) {
+	if len(pdbs) == 0 {
+		return
+	}
+	set := sets.New(evictedPDBs(f.brn)...).Insert(pdbs...)
+	if f.brn.Annotations == nil {
+		f.brn.Annotations = map[string]string{}
+	}
+	f.brn.Annotations[v1alpha1.AnnotationEvictedPDBs] = strings.Join(sets.List(set), ",")
+}
+
+// evictedPDBs is the node's record of the PodDisruptionBudgets it evicted from.
+func evictedPDBs(brn *v1alpha1.BottlerocketNode) []string {
+	if v := brn.Annotations[v1alpha1.AnnotationEvictedPDBs]; v != "" {
+		return strings.Split(v, ",")
+	}
+	return nil
 }
 
 func (f *flight) move(phase v1alpha1.NodePhase, action v1alpha1.NodeAction, reason v1alpha1.Reason, msg string) {
@@ -125,6 +147,7 @@ func (r *RolloutReconciler) stepDraining(ctx context.Context, f *flight) error {
 	if err != nil {
 		return err
 	}
+	f.recordEvictedPDBs(res.pdbs)
 	if res.remaining == 0 {
 		f.move(v1alpha1.PhaseRebooting, v1alpha1.ActionReboot, v1alpha1.ReasonWaitingForReboot, "drained; the agent reboots the host into "+f.brn.Spec.TargetVersion)
 		return nil
@@ -194,7 +217,7 @@ func (r *RolloutReconciler) stepVerifying(ctx context.Context, f *flight) error 
 }
 
 func (r *RolloutReconciler) stepStabilizing(ctx context.Context, f *flight) error {
-	c, err := r.stable(ctx, f.node, f.policy.Spec.Health)
+	c, err := r.stable(ctx, f.node, f.brn, f.policy.Spec.Health)
 	if err != nil {
 		return err
 	}

@@ -267,6 +267,9 @@ func (r *RolloutReconciler) applyNode(ctx context.Context, f *flight) error {
 	if _, retry := brn.Annotations[v1alpha1.AnnotationRetry]; retry && d.Phase != v1alpha1.PhaseFailed {
 		delete(brn.Annotations, v1alpha1.AnnotationRetry)
 	}
+	if !holdsCordon(d.Phase) {
+		delete(brn.Annotations, v1alpha1.AnnotationEvictedPDBs)
+	}
 	// Optimistic locking: a pass that planned from a cache older than our own last write is
 	// refused (Conflict) instead of repeating a step; the watch brings the fresh object.
 	lock := client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})
@@ -315,7 +318,8 @@ func settled(d *planner.NodeDecision, node *corev1.Node, brn *v1alpha1.Bottleroc
 	_, cordoned := node.Annotations[v1alpha1.AnnotationCordonedBy]
 	_, guarded := node.Annotations[v1alpha1.AnnotationAutoscalerGuard]
 	_, retry := brn.Annotations[v1alpha1.AnnotationRetry]
-	return !d.From.InFlight() && d.Phase == d.From && !cordoned && !guarded && !retry &&
+	_, evicted := brn.Annotations[v1alpha1.AnnotationEvictedPDBs]
+	return !d.From.InFlight() && !evicted && d.Phase == d.From && !cordoned && !guarded && !retry &&
 		d.Reason == st.Reason && d.Message == st.Message && d.Wave == st.Wave && d.RolloutTarget == st.RolloutTarget &&
 		d.Action == brn.Spec.Action && d.TargetVersion == brn.Spec.TargetVersion && d.Policy == brn.Spec.Policy &&
 		len(st.Conditions) == 0

@@ -169,6 +169,11 @@ const (
 	// uncordons a node somebody else cordoned. It lives on the Node to survive our objects.
 	AnnotationCordonedBy = "updates.bottlerocket.aws/cordoned-by"
 
+	// AnnotationEvictedPDBs on a BottlerocketNode lists ("namespace/name", comma-separated)
+	// the PodDisruptionBudgets of the pods the controller evicted from the node; they must be
+	// healthy again before the node counts as Updated. The controller removes it after.
+	AnnotationEvictedPDBs = "updates.bottlerocket.aws/evicted-pdbs"
+
 	// AnnotationAutoscalerGuard on a Node records that the operator set the two autoscaler
 	// annotations below, so that it removes only what it set.
 	AnnotationAutoscalerGuard = "updates.bottlerocket.aws/autoscaler-guard"
