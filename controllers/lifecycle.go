@@ -37,13 +37,6 @@ type flight struct {
 	poll bool
 }
 
-func (f *flight) since() time.Duration {
-	if t := f.brn.Status.PhaseStartTime; t != nil {
-		return f.now.Sub(t.Time)
-	}
-	return 0
-}
-
 // deadline reports whether the phase outlasted limit, and otherwise wakes at the deadline.
 func (f *flight) deadline(limit time.Duration) bool {
 	start := f.now
@@ -143,7 +136,7 @@ func (r *RolloutReconciler) stepDraining(ctx context.Context, f *flight) error {
 	if err := r.cordon(ctx, f.node); err != nil {
 		return err
 	}
-	res, err := r.evictPass(ctx, f.node, spec, r.otherCapacity(f.node.Name))
+	res, err := r.evictPass(ctx, f.node, spec, r.otherCapacity(ctx, f.node.Name))
 	if err != nil {
 		return err
 	}

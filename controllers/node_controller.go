@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"regexp"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -102,11 +101,6 @@ func (r *NodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		}
 	}
 	return ctrl.Result{}, nil
-}
-
-// isBottlerocket reports whether a Node runs Bottlerocket.
-func isBottlerocket(node *corev1.Node) bool {
-	return strings.HasPrefix(node.Status.NodeInfo.OSImage, "Bottlerocket OS ")
 }
 
 // SetupWithManager registers the node discovery.

@@ -345,9 +345,9 @@ func (r *RolloutReconciler) transitioned(ctx context.Context, node *corev1.Node,
 }
 
 // otherCapacity reports whether some other Ready, schedulable node could take evicted pods.
-func (r *RolloutReconciler) otherCapacity(nodeName string) bool {
+func (r *RolloutReconciler) otherCapacity(ctx context.Context, nodeName string) bool {
 	var nodes corev1.NodeList
-	if err := r.Client.List(context.Background(), &nodes); err != nil {
+	if err := r.Client.List(ctx, &nodes); err != nil {
 		return true // unknown: let the drain deadline decide
 	}
 	for i := range nodes.Items {

@@ -136,7 +136,7 @@ func run(ctx context.Context, n int, keep bool, stateDir string) error {
 	if err != nil {
 		return err
 	}
-	summary(c, ctx, stats, time.Since(start), n)
+	summary(ctx, c, stats, time.Since(start), n)
 	fmt.Printf("\nLook around:  export KUBECONFIG=%s\n              kubectl get upol,brn; kubectl get events -A\n", kubeconfig)
 	if keep {
 		fmt.Println("The cluster keeps running; press Ctrl-C to stop it.")
@@ -299,7 +299,7 @@ func show(w world, s *stats, elapsed time.Duration, tty bool) {
 	fmt.Print(b.String())
 }
 
-func summary(c client.Client, ctx context.Context, s *stats, elapsed time.Duration, n int) {
+func summary(ctx context.Context, c client.Client, s *stats, elapsed time.Duration, n int) {
 	w, _ := look(ctx, c)
 	updated := 0
 	for _, b := range w.brns {
