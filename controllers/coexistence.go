@@ -55,7 +55,7 @@ func (r *RolloutReconciler) standAside(ctx context.Context, policies []v1alpha1.
 			c.ObservedGeneration, c.LastTransitionTime = p.Generation, metaTime(now)
 			apimeta.SetStatusCondition(&p.Status.Conditions, c)
 		}
-		p.Status.Phase = v1alpha1.RolloutInvalid
+		p.Status.Phase, p.Status.ObservedGeneration = v1alpha1.RolloutInvalid, p.Generation
 		if equality.Semantic.DeepEqual(orig.Status, p.Status) {
 			continue
 		}
