@@ -118,7 +118,7 @@ func (a *Agent) Reconcile(ctx context.Context, req reconcile.Request) (reconcile
 	case errors.Is(err, errRecordFirst):
 		// The published record comes back through the watch, which runs the next step.
 		return reconcile.Result{}, nil
-	case errors.Is(err, hostapi.ErrUnavailable) || errors.Is(err, hostapi.ErrLocked) || hostapi.IsServerError(err):
+	case errors.Is(err, hostapi.ErrUnavailable) || errors.Is(err, hostapi.ErrLocked) || errors.Is(err, hostapi.ErrOutcomeUnknown) || hostapi.IsServerError(err):
 		logger.Info("Host API not answering; will look again", "error", err.Error(), "after", a.RetryInterval)
 		return reconcile.Result{RequeueAfter: a.RetryInterval}, nil
 	case err != nil:

@@ -261,11 +261,17 @@ func (c *Client) await(ctx context.Context, cmd CommandType, asked time.Time) er
 			if err != nil {
 				return fmt.Errorf("await outcome: %w", err)
 			}
-			if m := st.MostRecentCommand; m != nil && m.Type == cmd && !m.Timestamp.Before(asked) && m.Status.Final() {
+			m := st.MostRecentCommand
+			if m != nil && m.Type == cmd && !m.Timestamp.Before(asked) && m.Status.Final() {
 				if m.Status == CommandFailed {
 					return failedError(m)
 				}
 				return nil
+			}
+			if m != nil && m.Type != cmd && m.Timestamp.After(asked) {
+				// Another caller's command ran after ours and the host keeps only the most
+				// recent record: ours ended, how is for the caller to read from the state.
+				return fmt.Errorf("await outcome: %w: %s ran after it", ErrOutcomeUnknown, m.Type)
 			}
 		}
 		if err := sleep(ctx, c.pollInterval); err != nil {

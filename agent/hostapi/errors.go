@@ -18,6 +18,9 @@ var (
 	ErrStatusUninitialized = errors.New("update status not initialized: run refresh-updates")
 	// ErrLocked means the host kept answering 423 Locked until the retries ran out.
 	ErrLocked = errors.New("host update lock held")
+	// ErrOutcomeUnknown means a command ended but another caller's command replaced its
+	// record (the host keeps only the most recent one); read the state to learn the outcome.
+	ErrOutcomeUnknown = errors.New("command outcome unknown")
 	// ErrUnavailable means the host API could not be reached (transport error).
 	ErrUnavailable = errors.New("host API unavailable")
 )

@@ -278,10 +278,15 @@ func reviewRules(ctx context.Context, t *testing.T, c client.Client, kind, name,
 		for _, group := range rule.APIGroups {
 			for _, res := range rule.Resources {
 				resource, sub, _ := strings.Cut(res, "/")
+				// A rule limited to named objects is reviewed for the first of them.
+				name := ""
+				if len(rule.ResourceNames) > 0 {
+					name = rule.ResourceNames[0]
+				}
 				for _, verb := range rule.Verbs {
 					review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
 						ResourceAttributes: &authorizationv1.ResourceAttributes{
-							Namespace: ns, Verb: verb, Group: group, Resource: resource, Subresource: sub,
+							Namespace: ns, Verb: verb, Group: group, Resource: resource, Subresource: sub, Name: name,
 						},
 					}}
 					if err := c.Create(ctx, review); err != nil {
