@@ -25,6 +25,22 @@ help: ## Show this help.
 demo: ## Show a rollout through a simulated Bottlerocket fleet on this machine (NODES=20).
 	go run ./hack/demo -nodes $(or $(NODES),20)
 
+##@ Local cluster
+
+.PHONY: cluster-up
+cluster-up: ## Run a whole local cluster (etcd, apiserver, KCM, scheduler, kwok) with NODES Bottlerocket nodes until Ctrl-C.
+	@hack/controlplane.sh --all >/dev/null
+	go run ./hack/cluster up -nodes $(or $(NODES),20) -dir .cluster
+
+.PHONY: cluster-down
+cluster-down: ## Stop a local cluster left behind in .cluster.
+	go run ./hack/cluster down -dir .cluster
+
+.PHONY: test-cluster
+test-cluster: ## Run the local-cluster tests (builds the five binaries once).
+	@hack/controlplane.sh --all >/dev/null
+	go test ./internal/localcluster/ -count=1 -v
+
 ##@ Development
 
 .PHONY: manifests
