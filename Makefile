@@ -22,8 +22,8 @@ help: ## Show this help.
 ##@ Demo
 
 .PHONY: demo
-demo: ## Show a rollout through a simulated Bottlerocket fleet on this machine (NODES=20).
-	go run ./hack/demo -nodes $(or $(NODES),20)
+demo: ## Show a rollout through a simulated Bottlerocket fleet on a local cluster (NODES=20, DEMO_FLAGS=-keep).
+	go run ./hack/demo -nodes $(or $(NODES),20) $(DEMO_FLAGS)
 
 ##@ Local cluster
 

@@ -1,10 +1,12 @@
-// Command demo shows a rollout through a simulated Bottlerocket fleet on this machine: a real
-// API server (etcd + kube-apiserver), simulated Bottlerocket hosts each with a real agent,
-// and the real controller, all in one process. It applies a policy (a canary wave, then the
-// rest at 20% unavailable with a pause between nodes), makes a new release appear, and shows
-// the rollout live until every node runs it.
+// Command demo shows a rollout through a simulated Bottlerocket fleet on this machine: a whole
+// local cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok) running
+// real workloads guarded by PodDisruptionBudgets, simulated Bottlerocket hosts each with a
+// real agent, and the real controller. It applies a policy (a canary wave, then the rest at 20%
+// unavailable with a pause between nodes), makes a new release appear, and shows the rollout
+// live until every node runs it. With -light it runs on etcd + kube-apiserver only, with no
+// workloads.
 //
-//	go run ./hack/demo [-nodes 20] [-keep]
+//	go run ./hack/demo [-nodes 20] [-keep] [-light]
 package main
 
 import (
@@ -13,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"sort"
@@ -20,9 +23,13 @@ import (
 	"syscall"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -33,6 +40,7 @@ import (
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers"
 	"github.com/bottlerocket-ops/update-operator/internal/fleet"
+	"github.com/bottlerocket-ops/update-operator/internal/localcluster"
 	"github.com/bottlerocket-ops/update-operator/internal/testenv"
 )
 
@@ -46,6 +54,7 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the cluster running after the rollout, until interrupted")
 	stateDir := flag.String("state-dir", ".demo", "where the demo writes its kubeconfig")
 	verbose := flag.Bool("v", false, "show the operator's logs")
+	light := flag.Bool("light", false, "run on etcd + kube-apiserver only, with no workloads")
 	flag.Parse()
 	if *verbose {
 		ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
@@ -54,7 +63,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *nodes, *keep, *stateDir); err != nil && !errors.Is(err, context.Canceled) {
+	if err := run(ctx, *nodes, *keep, *light, *stateDir); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
@@ -64,16 +73,31 @@ type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
-func run(ctx context.Context, n int, keep bool, stateDir string) error {
-	say("Starting a control plane (etcd + kube-apiserver; built once from the Go module proxy, ~7 min the first time)")
-	env, err := testenv.Start()
+// cluster is where the demo runs.
+type cluster struct {
+	config     *rest.Config
+	scheme     *runtime.Scheme
+	client     client.Client
+	kubeconfig string
+	local      *localcluster.Cluster // nil with -light
+	stop       func()
+}
+
+func run(ctx context.Context, n int, keep, light bool, stateDir string) error {
+	start := startLocal
+	if light {
+		start = startLight
+	}
+	cl, err := start(ctx, stateDir)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = env.Stop() }()
-	kubeconfig, err := writeKubeconfig(env, stateDir)
-	if err != nil {
-		return err
+	defer cl.stop()
+	say("Look around while it runs: export KUBECONFIG=%s; kubectl get brn -w   (Ctrl-C stops the demo)", cl.kubeconfig)
+	if cl.local != nil {
+		if err := workloads(ctx, cl.client, n); err != nil {
+			return err
+		}
 	}
 
 	say("Starting %d simulated Bottlerocket %s nodes in 3 zones, each with its host and a real agent", n, fromVersion)
@@ -82,9 +106,9 @@ func run(ctx context.Context, n int, keep bool, stateDir string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	fl, err := fleet.Start(ctx, env.Config, env.Scheme, fleet.Options{
+	fl, err := fleet.Start(ctx, cl.config, cl.scheme, fleet.Options{
 		Nodes: n, Prefix: "ip-10-0", Dir: dir, Zones: []string{"us-west-2a", "us-west-2b", "us-west-2c"},
-		RefreshInterval: 2 * time.Second,
+		RefreshInterval: 2 * time.Second, Cluster: cl.local,
 		Host: hostsim.Config{
 			Version: fromVersion, Variant: "aws-k8s-1.31", Arch: "x86_64", Releases: hostsim.Releases(fromVersion),
 			RefreshDuration: 100 * time.Millisecond, PrepareDuration: 2 * time.Second,
@@ -98,8 +122,8 @@ func run(ctx context.Context, n int, keep bool, stateDir string) error {
 	defer fl.Stop()
 
 	say("Starting the controller")
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme: env.Scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"},
+	mgr, err := ctrl.NewManager(cl.config, ctrl.Options{
+		Scheme: cl.scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"},
 		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Pod{}}}},
 	})
 	if err != nil {
@@ -111,7 +135,7 @@ func run(ctx context.Context, n int, keep bool, stateDir string) error {
 	mgrErr := make(chan error, 1)
 	go func() { mgrErr <- mgr.Start(ctx) }()
 
-	c := env.Client
+	c := cl.client
 	policy := demoPolicy()
 	if err := c.Create(ctx, policy); err != nil {
 		return fmt.Errorf("applying the policy: %w", err)
@@ -124,23 +148,24 @@ func run(ctx context.Context, n int, keep bool, stateDir string) error {
 	say("Every node labelled (%s=%s) and reporting through its agent", v1alpha1.LabelInterfaceVersion, v1alpha1.InterfaceVersion)
 
 	say("Bottlerocket %s is released", toVersion)
-	start := time.Now()
+	begin := time.Now()
 	fl.SetAvailable(toVersion, fromVersion)
 	stats := &stats{}
 	tty := isTTY()
 	err = waitFor(ctx, c, func(w world) bool {
 		stats.observe(w)
-		show(w, stats, time.Since(start), tty)
+		show(w, stats, time.Since(begin), tty)
 		return w.done(toVersion)
 	})
 	if err != nil {
 		return err
 	}
-	summary(ctx, c, stats, time.Since(start), n)
-	fmt.Printf("\nLook around:  export KUBECONFIG=%s\n              kubectl get upol,brn; kubectl get events -A\n", kubeconfig)
+	summary(ctx, c, stats, time.Since(begin), n, cl)
 	if keep {
-		fmt.Println("The cluster keeps running; press Ctrl-C to stop it.")
+		fmt.Printf("\nThe cluster keeps running; look around with\n  export KUBECONFIG=%s\n  kubectl get upol,brn -o wide; kubectl get events -A; kubectl get pods -A -o wide\nand press Ctrl-C to stop it.\n", cl.kubeconfig)
 		<-ctx.Done()
+	} else {
+		fmt.Println("\nStopping the cluster (go run ./hack/demo -keep keeps it up to look around).")
 	}
 	select {
 	case err := <-mgrErr:
@@ -299,7 +324,7 @@ func show(w world, s *stats, elapsed time.Duration, tty bool) {
 	fmt.Print(b.String())
 }
 
-func summary(ctx context.Context, c client.Client, s *stats, elapsed time.Duration, n int) {
+func summary(ctx context.Context, c client.Client, s *stats, elapsed time.Duration, n int, cl *cluster) {
 	w, _ := look(ctx, c)
 	updated := 0
 	for _, b := range w.brns {
@@ -311,7 +336,18 @@ func summary(ctx context.Context, c client.Client, s *stats, elapsed time.Durati
 	fmt.Printf("  nodes updated to %s:      %d of %d\n", toVersion, updated, n)
 	fmt.Printf("  time taken:                %s\n", elapsed.Round(100*time.Millisecond))
 	fmt.Printf("  most nodes unavailable:    %d (budget %d)\n", s.maxUnavailable, s.budget)
-	fmt.Printf("  evictions refused by PDBs: 0 (this in-process cluster runs no workloads)\n")
+	if cl.local != nil {
+		refused, err := testenv.CountAuditEvents(cl.local.AuditLogPath, func(ev testenv.AuditEvent) bool {
+			return ev.ObjectRef.Subresource == "eviction" && ev.ResponseStatus.Code == 429
+		})
+		if err != nil {
+			fmt.Printf("  evictions refused by PDBs: unknown (%v)\n", err)
+		} else {
+			fmt.Printf("  evictions refused by PDBs: %d\n", refused)
+		}
+	} else {
+		fmt.Printf("  evictions refused by PDBs: 0 (-light runs no workloads)\n")
+	}
 	fmt.Printf("  failures:                  %d\n", s.failed)
 }
 
@@ -324,22 +360,103 @@ func isTTY() bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
-// writeKubeconfig writes an admin kubeconfig for the demo's API server.
-func writeKubeconfig(env *testenv.Env, dir string) (string, error) {
+// startLight starts etcd + kube-apiserver with the CRDs (no workloads, no scheduler).
+func startLight(_ context.Context, stateDir string) (*cluster, error) {
+	say("Starting a control plane (etcd + kube-apiserver; built once from the Go module proxy, ~7 min the first time)")
+	env, err := testenv.Start()
+	if err != nil {
+		return nil, err
+	}
+	cl := &cluster{config: env.Config, scheme: env.Scheme, client: env.Client, stop: func() { _ = env.Stop() }}
 	user, err := env.Environment.AddUser(envtest.User{Name: "demo-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
-		return "", fmt.Errorf("creating the demo's admin user: %w", err)
+		cl.stop()
+		return nil, fmt.Errorf("creating the demo's admin user: %w", err)
 	}
 	raw, err := user.KubeConfig()
 	if err != nil {
-		return "", fmt.Errorf("writing the demo's kubeconfig: %w", err)
+		cl.stop()
+		return nil, fmt.Errorf("writing the demo's kubeconfig: %w", err)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		cl.stop()
+		return nil, err
 	}
-	path, err := filepath.Abs(filepath.Join(dir, "kubeconfig"))
+	if cl.kubeconfig, err = filepath.Abs(filepath.Join(stateDir, "kubeconfig")); err != nil {
+		cl.stop()
+		return nil, err
+	}
+	return cl, os.WriteFile(cl.kubeconfig, raw, 0o600)
+}
+
+// startLocal starts a whole local cluster with the CRDs installed.
+func startLocal(ctx context.Context, stateDir string) (*cluster, error) {
+	say("Building the cluster's binaries if needed (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok: ~10 min on 2 cores the first time, then cached)")
+	build := exec.CommandContext(ctx, filepath.Join(testenv.RepoRoot(), "hack", "controlplane.sh"), "--all")
+	build.Stderr = os.Stderr
+	out, err := build.Output()
 	if err != nil {
-		return "", err
+		return nil, fmt.Errorf("building the cluster's binaries: %w", err)
 	}
-	return path, os.WriteFile(path, raw, 0o600)
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	say("Starting a local cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok) in %s", stateDir)
+	dir, err := filepath.Abs(filepath.Join(stateDir, "cluster"))
+	if err != nil {
+		return nil, err
+	}
+	lc, err := localcluster.Start(ctx, localcluster.Options{Dir: dir, BinDir: lines[len(lines)-1], AuditLog: true})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := envtest.InstallCRDs(lc.Config, envtest.CRDInstallOptions{
+		Paths: []string{filepath.Join(testenv.RepoRoot(), "config", "crd", "bases")}, ErrorIfPathMissing: true,
+	}); err != nil {
+		lc.Stop()
+		return nil, fmt.Errorf("installing the CRDs: %w", err)
+	}
+	scheme := testenv.Scheme()
+	c, err := client.New(lc.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		lc.Stop()
+		return nil, err
+	}
+	return &cluster{config: lc.Config, scheme: scheme, client: c, kubeconfig: lc.Kubeconfig, local: lc, stop: lc.Stop}, nil
+}
+
+// workloads runs what a fleet runs: a Deployment and a StatefulSet guarded by
+// PodDisruptionBudgets, and a DaemonSet, so that evictions meet real refusals.
+func workloads(ctx context.Context, c client.Client, n int) error {
+	const ns = "shop"
+	labels := func(app string) map[string]string { return map[string]string{"app": app} }
+	template := func(app string) corev1.PodTemplateSpec {
+		return corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: labels(app)},
+			Spec: corev1.PodSpec{
+				Containers:  []corev1.Container{{Name: app, Image: "registry.example/" + app + ":1"}},
+				Tolerations: []corev1.Toleration{{Key: "kwok.x-k8s.io/node", Operator: corev1.TolerationOpExists}},
+			},
+		}
+	}
+	web, db := int32(max(3, n)), int32(3)
+	one, two := intstr.FromInt32(1), intstr.FromInt32(2)
+	objs := []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns}, Spec: appsv1.DeploymentSpec{
+			Replicas: &web, Selector: &metav1.LabelSelector{MatchLabels: labels("web")}, Template: template("web")}},
+		&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns}, Spec: policyv1.PodDisruptionBudgetSpec{
+			MaxUnavailable: &one, Selector: &metav1.LabelSelector{MatchLabels: labels("web")}}},
+		&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns}, Spec: appsv1.StatefulSetSpec{
+			Replicas: &db, Selector: &metav1.LabelSelector{MatchLabels: labels("db")}, Template: template("db"), ServiceName: "db"}},
+		&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns}, Spec: policyv1.PodDisruptionBudgetSpec{
+			MinAvailable: &two, Selector: &metav1.LabelSelector{MatchLabels: labels("db")}}},
+		&appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "node-logs", Namespace: ns}, Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels("node-logs")}, Template: template("node-logs")}},
+	}
+	for _, o := range objs {
+		if err := c.Create(ctx, o); err != nil {
+			return fmt.Errorf("creating %T %s: %w", o, o.GetName(), err)
+		}
+	}
+	say("Running workloads in namespace %s: Deployment web (%d, PDB maxUnavailable 1), StatefulSet db (3, PDB minAvailable 2), DaemonSet node-logs", ns, web)
+	return nil
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/bottlerocket-ops/update-operator/agent"
 	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
 	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
+	"github.com/bottlerocket-ops/update-operator/internal/localcluster"
 )
 
 // Options describe a simulated fleet.
@@ -43,6 +44,10 @@ type Options struct {
 	RefreshInterval time.Duration
 	// Dir holds the hosts' sockets and boot-ID files (short: sockets are limited to 108 bytes).
 	Dir string
+	// Cluster, when set, is a local cluster whose kwok keeps the Nodes Ready and runs their
+	// pods: the fleet adds its nodes there (Prefix and Zones are the cluster's) and mirrors
+	// reboots through it. Unset: the fleet creates the Nodes and plays their kubelet itself.
+	Cluster *localcluster.Cluster
 }
 
 // Node is one simulated node.
@@ -75,9 +80,18 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, opts O
 		return nil, fmt.Errorf("creating the fleet's client: %w", err)
 	}
 	f := &Fleet{opts: opts, config: cfg, scheme: scheme, client: c}
-	for i := range opts.Nodes {
+	names := make([]string, opts.Nodes)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s-%02d", opts.Prefix, i)
+	}
+	if opts.Cluster != nil {
+		if names, err = opts.Cluster.AddNodes(ctx, opts.Nodes, opts.Host.Version); err != nil {
+			return nil, err
+		}
+	}
+	for i, name := range names {
 		n := &Node{
-			Name:   fmt.Sprintf("%s-%02d", opts.Prefix, i),
+			Name:   name,
 			fleet:  f,
 			socket: filepath.Join(opts.Dir, fmt.Sprintf("%d.sock", i)),
 			bootID: filepath.Join(opts.Dir, fmt.Sprintf("%d.boot", i)),
@@ -128,8 +142,13 @@ func (n *Node) osImage(version string) string {
 	return fmt.Sprintf("Bottlerocket OS %s (%s)", version, n.fleet.opts.Host.Variant)
 }
 
-// register creates the Node and reports it Ready, as a kubelet would.
+// register creates the Node and reports it Ready, as a kubelet would; on a local cluster the
+// Node exists and is given the host's boot ID.
 func (n *Node) register(ctx context.Context, zone string) error {
+	st := n.Host.State()
+	if c := n.fleet.opts.Cluster; c != nil {
+		return c.EndReboot(ctx, n.Name, st.Version, st.BootID)
+	}
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: map[string]string{
 		corev1.LabelHostname: n.Name, corev1.LabelOSStable: "linux",
 	}}}
@@ -139,12 +158,17 @@ func (n *Node) register(ctx context.Context, zone string) error {
 	if err := n.fleet.client.Create(ctx, node); err != nil {
 		return fmt.Errorf("creating Node %s: %w", n.Name, err)
 	}
-	st := n.Host.State()
 	return n.setStatus(ctx, true, st.Version, st.BootID)
 }
 
 // setStatus writes the Node's Ready condition, osImage and boot ID.
 func (n *Node) setStatus(ctx context.Context, ready bool, version, bootID string) error {
+	if c := n.fleet.opts.Cluster; c != nil {
+		if ready {
+			return c.EndReboot(ctx, n.Name, version, bootID)
+		}
+		return c.BeginReboot(ctx, n.Name)
+	}
 	var node corev1.Node
 	if err := n.fleet.client.Get(ctx, client.ObjectKey{Name: n.Name}, &node); err != nil {
 		return fmt.Errorf("reading Node %s: %w", n.Name, err)

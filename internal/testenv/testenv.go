@@ -151,11 +151,20 @@ type AuditEvent struct {
 		Name        string `json:"name"`
 		Subresource string `json:"subresource"`
 	} `json:"objectRef"`
+	ResponseStatus struct {
+		Code int `json:"code"`
+	} `json:"responseStatus"`
 }
 
 // CompletedWrites returns the audit log's completed writes (see WithAuditLog) that match.
 func (e *Env) CompletedWrites(match func(AuditEvent) bool) (int, error) {
-	f, err := os.Open(e.AuditLog)
+	return CountAuditEvents(e.AuditLog, match)
+}
+
+// CountAuditEvents counts the completed requests of an audit log (written with a policy like
+// this package's) that match.
+func CountAuditEvents(path string, match func(AuditEvent) bool) (int, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return 0, fmt.Errorf("opening the audit log: %w", err)
 	}
