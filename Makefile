@@ -77,8 +77,9 @@ test: manifests generate fmt vet ## Run all tests against a real API server (env
 	KUBEBUILDER_ASSETS="$$($(KUBEBUILDER_ASSETS_CMD))" go test $(GO_TEST_FLAGS) ./... -timeout 30m
 
 .PHONY: test-e2e
-test-e2e: ## Rollout scenarios through a simulated fleet, watched by an independent invariant checker.
-	KUBEBUILDER_ASSETS="$$($(KUBEBUILDER_ASSETS_CMD))" go test -tags e2e ./test/e2e/ -count=1 -v -timeout 20m
+test-e2e: ## Rollout scenarios on a local cluster with a simulated fleet, watched by an independent invariant checker.
+	@hack/controlplane.sh --all >/dev/null
+	go test -tags e2e ./test/e2e/ -count=1 -v -timeout 20m
 
 .PHONY: bench
 bench: ## Run the benchmarks and print their figures.

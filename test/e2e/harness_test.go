@@ -1,29 +1,38 @@
 //go:build e2e
 
-// Package e2e runs rollouts through a simulated fleet — a real API server, simulated
-// Bottlerocket hosts each with a real agent, the real controller — while a watcher outside
-// the operator follows the cluster and fails the test on any broken invariant.
+// Package e2e runs rollouts through a simulated fleet on a whole local cluster — etcd,
+// kube-apiserver, kube-controller-manager, kube-scheduler and kwok, workloads guarded by
+// PodDisruptionBudgets, simulated Bottlerocket hosts each with a real agent, the real
+// controller — while a watcher outside the operator follows the cluster and fails the test
+// on any broken invariant.
 package e2e
 
 import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
@@ -31,6 +40,7 @@ import (
 	"github.com/bottlerocket-ops/update-operator/controllers"
 	"github.com/bottlerocket-ops/update-operator/internal/fleet"
 	"github.com/bottlerocket-ops/update-operator/internal/invariants"
+	"github.com/bottlerocket-ops/update-operator/internal/localcluster"
 	"github.com/bottlerocket-ops/update-operator/internal/testenv"
 )
 
@@ -48,40 +58,115 @@ var host = hostsim.Config{
 
 // cluster is one scenario's world.
 type cluster struct {
-	t     *testing.T
-	env   *testenv.Env
-	fleet *fleet.Fleet
-	w     *watcher
+	t        *testing.T
+	env      *env
+	local    *localcluster.Cluster
+	fleet    *fleet.Fleet
+	w        *watcher
+	replicas int32
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
 	done   chan error
 }
 
-func newCluster(t *testing.T, nodes int, zones []string, hc hostsim.Config) *cluster {
+// env is the API server a scenario talks to.
+type env struct {
+	Config *rest.Config
+	Scheme *runtime.Scheme
+	Client client.Client
+}
+
+// workloadNS holds the scenario's workload: a Deployment with one pod per node, guarded by a
+// PodDisruptionBudget allowing one disruption.
+const workloadNS = "shop"
+
+func newCluster(t *testing.T, nodes int, hc hostsim.Config) *cluster {
 	t.Helper()
 	ctrl.SetLogger(logr.Discard()) // the watcher's verdict is the evidence, not our logs
-	env, err := testenv.Start()
+	lc, err := localcluster.Start(context.Background(), localcluster.Options{AuditLog: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = env.Stop() })
+	t.Cleanup(lc.Stop)
+	if _, err := envtest.InstallCRDs(lc.Config, envtest.CRDInstallOptions{
+		Paths: []string{filepath.Join(testenv.RepoRoot(), "config", "crd", "bases")}, ErrorIfPathMissing: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	scheme := testenv.Scheme()
+	c, err := client.New(lc.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{Config: lc.Config, Scheme: scheme, Client: c}
 	dir, err := fleet.TempDir()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	fl, err := fleet.Start(context.Background(), env.Config, env.Scheme, fleet.Options{
-		Nodes: nodes, Prefix: "node", Dir: dir, Zones: zones, Host: hc, RefreshInterval: time.Second,
+	fl, err := fleet.Start(context.Background(), e.Config, e.Scheme, fleet.Options{
+		Nodes: nodes, Dir: dir, Host: hc, RefreshInterval: time.Second, Cluster: lc,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(fl.Stop)
-	c := &cluster{t: t, env: env, fleet: fl, w: startWatcher(t, env)}
-	c.startController()
-	t.Cleanup(c.stopController)
-	return c
+	cl := &cluster{t: t, env: e, local: lc, fleet: fl, replicas: int32(max(2, nodes))}
+	cl.runWorkload()
+	cl.w = startWatcher(t, e)
+	cl.startController()
+	t.Cleanup(cl.stopController)
+	return cl
+}
+
+// runWorkload starts the Deployment and its PodDisruptionBudget and waits until its pods are
+// Ready and the disruption controller has computed the budget.
+func (c *cluster) runWorkload() {
+	c.t.Helper()
+	ctx := context.Background()
+	labels := map[string]string{"app": "web"}
+	one := intstr.FromInt32(1)
+	for _, o := range []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: workloadNS}},
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: workloadNS}, Spec: appsv1.DeploymentSpec{
+			Replicas: &c.replicas, Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+				Containers:  []corev1.Container{{Name: "web", Image: "registry.example/web:1"}},
+				Tolerations: []corev1.Toleration{{Key: "kwok.x-k8s.io/node", Operator: corev1.TolerationOpExists}},
+			}},
+		}},
+		&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: workloadNS}, Spec: policyv1.PodDisruptionBudgetSpec{
+			MaxUnavailable: &one, Selector: &metav1.LabelSelector{MatchLabels: labels}}},
+	} {
+		if err := c.env.Client.Create(ctx, o); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		var pdb policyv1.PodDisruptionBudget
+		err := c.env.Client.Get(ctx, client.ObjectKey{Namespace: workloadNS, Name: "web"}, &pdb)
+		return err == nil && pdb.Status.CurrentHealthy == c.replicas && pdb.Status.DisruptionsAllowed == 1, nil
+	})
+	if err != nil {
+		c.t.Fatalf("the workload did not become healthy: %v", err)
+	}
+}
+
+// successfulEvictions counts, per pod, the evictions the API server granted (audit log).
+func (c *cluster) successfulEvictions() map[string]int {
+	c.t.Helper()
+	per := map[string]int{}
+	_, err := testenv.CountAuditEvents(c.local.AuditLogPath, func(ev testenv.AuditEvent) bool {
+		if ev.ObjectRef.Subresource == "eviction" && ev.ResponseStatus.Code == 201 {
+			per[ev.ObjectRef.Name]++
+		}
+		return false
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return per
 }
 
 // startController starts the controller (a new leader after a crash).
@@ -227,9 +312,12 @@ type watcher struct {
 	prev       invariants.Snapshot
 	violations []string
 	peak       int
+	// forced is set where the policy reboots although pods remain (drain.onTimeout: Force):
+	// the PodDisruptionBudgets may then be broken by design.
+	forced bool
 }
 
-func startWatcher(t *testing.T, env *testenv.Env) *watcher {
+func startWatcher(t *testing.T, env *env) *watcher {
 	t.Helper()
 	cc, err := cache.New(env.Config, cache.Options{Scheme: env.Scheme})
 	if err != nil {
@@ -238,7 +326,7 @@ func startWatcher(t *testing.T, env *testenv.Env) *watcher {
 	w := &watcher{cache: cc, checker: invariants.NewChecker()}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	for _, obj := range []client.Object{&corev1.Node{}, &v1alpha1.BottlerocketNode{}, &v1alpha1.UpdatePolicy{}} {
+	for _, obj := range []client.Object{&corev1.Node{}, &v1alpha1.BottlerocketNode{}, &v1alpha1.UpdatePolicy{}, &corev1.Pod{}, &policyv1.PodDisruptionBudget{}} {
 		inf, err := cc.GetInformer(ctx, obj)
 		if err != nil {
 			t.Fatal(err)
@@ -294,7 +382,46 @@ func (w *watcher) observe(ctx context.Context) {
 		w.violations = append(w.violations, v.String())
 	}
 	w.checkInstant(snap)
+	if !w.forced {
+		w.checkWorkloads(ctx)
+	}
 	w.prev = snap
+}
+
+// checkWorkloads checks that no workload protected by a PodDisruptionBudget has fewer Ready
+// pods than the budget's desired healthy count.
+func (w *watcher) checkWorkloads(ctx context.Context) {
+	var pdbs policyv1.PodDisruptionBudgetList
+	var pods corev1.PodList
+	if w.cache.List(ctx, &pdbs) != nil || w.cache.List(ctx, &pods) != nil {
+		return
+	}
+	for _, pdb := range pdbs.Items {
+		sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
+		if err != nil || pdb.Status.DesiredHealthy == 0 {
+			continue
+		}
+		ready := 0
+		for i := range pods.Items {
+			p := &pods.Items[i]
+			if p.Namespace == pdb.Namespace && p.DeletionTimestamp.IsZero() && sel.Matches(labels.Set(p.Labels)) && podReady(p) {
+				ready++
+			}
+		}
+		if int32(ready) < pdb.Status.DesiredHealthy {
+			w.violations = append(w.violations, fmt.Sprintf("PodDisruptionBudget %s/%s: %d pods Ready, %d desired",
+				pdb.Namespace, pdb.Name, ready, pdb.Status.DesiredHealthy))
+		}
+	}
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // entered reports whether b's phase changed since the previous step.

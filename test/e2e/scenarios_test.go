@@ -15,8 +15,6 @@ import (
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 )
 
-var threeZones = []string{"zone-a", "zone-b", "zone-c"}
-
 func dur(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
 
 func ios(v intstr.IntOrString) *intstr.IntOrString { return &v }
@@ -29,7 +27,9 @@ func policy(name string, spec v1alpha1.UpdatePolicySpec) *v1alpha1.UpdatePolicy 
 		spec.Health.StableFor = dur(time.Second)
 	}
 	spec.Health.ReadyTimeout = dur(time.Minute)
-	spec.Drain.Timeout = dur(time.Minute)
+	if spec.Drain.Timeout == nil {
+		spec.Drain.Timeout = dur(time.Minute)
+	}
 	if spec.FailurePolicy.MaxFailedNodes == 0 {
 		spec.FailurePolicy.MaxFailedNodes = 1
 	}
@@ -40,7 +40,7 @@ func policy(name string, spec v1alpha1.UpdatePolicySpec) *v1alpha1.UpdatePolicy 
 // a single-node cluster that completes and ends schedulable, nodes labelled by nobody.
 func TestOriginalLimitationsFixed(t *testing.T) {
 	t.Run("pause between nodes", func(t *testing.T) {
-		c := newCluster(t, 3, threeZones, host)
+		c := newCluster(t, 3, host)
 		pause := 3 * time.Second
 		start := time.Now()
 		c.apply(policy("fleet", v1alpha1.UpdatePolicySpec{MaxUnavailable: ios(intstr.FromInt32(1)), PauseBetweenNodes: dur(pause)}))
@@ -64,17 +64,28 @@ func TestOriginalLimitationsFixed(t *testing.T) {
 		report(t, "pause", time.Since(start), 3*(perNode(time.Second))+2*pause+host.PrepareDuration, c.w.peakUnavailable(), 1)
 	})
 	t.Run("single node", func(t *testing.T) {
-		c := newCluster(t, 1, nil, host)
+		// Two replicas on one node with a PDB allowing one disruption: the second pod has
+		// nowhere to go (NoCapacity, said at once); at the drain deadline Force reboots the node
+		// anyway, and the node ends schedulable.
+		c := newCluster(t, 1, host)
+		c.w.mu.Lock()
+		c.w.forced = true
+		c.w.mu.Unlock()
 		start := time.Now()
-		c.apply(policy("single", v1alpha1.UpdatePolicySpec{}))
+		single := policy("single", v1alpha1.UpdatePolicySpec{})
+		single.Spec.Drain = v1alpha1.DrainSpec{Timeout: dur(5 * time.Second), OnTimeout: v1alpha1.DrainTimeoutForce}
+		c.apply(single)
+		c.waitFor("the drain says it has no capacity", time.Minute, func(w world) bool {
+			return len(w.brns) == 1 && w.brns[0].Status.Reason == v1alpha1.ReasonNoCapacity
+		})
 		c.waitFor("the single node updates and ends schedulable", 2*time.Minute, func(w world) bool { return w.converged(to) })
-		report(t, "single node", time.Since(start), perNode(time.Second)+host.PrepareDuration, c.w.peakUnavailable(), 1)
+		report(t, "single node", time.Since(start), perNode(time.Second)+host.PrepareDuration+5*time.Second, c.w.peakUnavailable(), 1)
 	})
 }
 
 // Scale: 100 nodes in three waves, 10% at a time, one per zone.
 func TestScale(t *testing.T) {
-	c := newCluster(t, 100, threeZones, host)
+	c := newCluster(t, 100, host)
 	start := time.Now()
 	c.apply(policy("fleet", v1alpha1.UpdatePolicySpec{
 		MaxUnavailable: ios(intstr.FromString("10%")), MaxUnavailablePerZone: ios(intstr.FromInt32(1)),
@@ -93,7 +104,7 @@ func TestScale(t *testing.T) {
 // A bad release: the canary's new image does not boot. The canary falls back, is Failed and
 // uncordoned, the rollout halts with nothing else touched; a pin to the old version recovers.
 func TestBadRelease(t *testing.T) {
-	c := newCluster(t, 6, threeZones, host)
+	c := newCluster(t, 6, host)
 	canary := c.fleet.Nodes[0]
 	canary.Host.FailBoot()
 	c.apply(policy("fleet", v1alpha1.UpdatePolicySpec{
@@ -139,7 +150,7 @@ func TestBadRelease(t *testing.T) {
 
 // Chaos: the controller is killed and restarted several times mid-rollout, and agents too.
 func TestChaos(t *testing.T) {
-	c := newCluster(t, 24, threeZones, host)
+	c := newCluster(t, 24, host)
 	rng := rand.New(rand.NewPCG(1, 2))
 	start := time.Now()
 	c.apply(policy("fleet", v1alpha1.UpdatePolicySpec{MaxUnavailable: ios(intstr.FromString("25%"))}))
@@ -169,6 +180,11 @@ func TestChaos(t *testing.T) {
 			t.Errorf("host %s booted %d times, want 2 (one reboot)", n.Name, boots)
 		}
 	}
+	for pod, n := range c.successfulEvictions() {
+		if n > 1 {
+			t.Errorf("pod %s was evicted %d times", pod, n)
+		}
+	}
 	report(t, "chaos", time.Since(start), perNode(time.Second)*4+host.PrepareDuration, c.w.peakUnavailable(), 6)
 }
 
@@ -177,7 +193,7 @@ func TestChaos(t *testing.T) {
 func TestWindowClosesMidRollout(t *testing.T) {
 	hc := host
 	hc.RebootDuration = 4 * time.Second
-	c := newCluster(t, 9, threeZones, hc)
+	c := newCluster(t, 9, hc)
 	start := time.Now()
 	c.apply(policy("fleet", v1alpha1.UpdatePolicySpec{
 		MaxUnavailable:     ios(intstr.FromInt32(2)),
