@@ -10,7 +10,7 @@ import (
 	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
 	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
-	"github.com/bottlerocket-ops/update-operator/internal/testenv"
+	"github.com/bottlerocket-ops/update-operator/internal/audit"
 )
 
 const hour = time.Hour
@@ -308,7 +308,7 @@ var _ = Describe("None", func() {
 // agentWrites counts the API writes to a node's BottlerocketNode status in the API server's
 // audit log: the test's own writes go to the main resource, the agent's to status.
 func agentWrites(name string) int {
-	n, err := env.CompletedWrites(func(ev testenv.AuditEvent) bool {
+	n, err := env.CompletedWrites(func(ev audit.Event) bool {
 		return ev.ObjectRef.Resource == "bottlerocketnodes" && ev.ObjectRef.Name == name && ev.ObjectRef.Subresource == "status"
 	})
 	Expect(err).NotTo(HaveOccurred())

@@ -39,6 +39,7 @@ import (
 	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers"
+	"github.com/bottlerocket-ops/update-operator/internal/audit"
 	"github.com/bottlerocket-ops/update-operator/internal/fleet"
 	"github.com/bottlerocket-ops/update-operator/internal/localcluster"
 	"github.com/bottlerocket-ops/update-operator/internal/testenv"
@@ -337,7 +338,7 @@ func summary(ctx context.Context, c client.Client, s *stats, elapsed time.Durati
 	fmt.Printf("  time taken:                %s\n", elapsed.Round(100*time.Millisecond))
 	fmt.Printf("  most nodes unavailable:    %d (budget %d)\n", s.maxUnavailable, s.budget)
 	if cl.local != nil {
-		refused, err := testenv.CountAuditEvents(cl.local.AuditLogPath, func(ev testenv.AuditEvent) bool {
+		refused, err := audit.Count(cl.local.AuditLogPath, func(ev audit.Event) bool {
 			return ev.ObjectRef.Subresource == "eviction" && ev.ResponseStatus.Code == 429
 		})
 		if err != nil {

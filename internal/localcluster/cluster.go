@@ -20,6 +20,8 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/bottlerocket-ops/update-operator/internal/audit"
 )
 
 // Versions of the binaries, as hack/controlplane.sh names their cache directory.
@@ -49,7 +51,7 @@ type Options struct {
 	BinDir string
 	// AuditLog makes the API server write an audit log to Cluster.AuditLogPath with AuditPolicy.
 	AuditLog bool
-	// AuditPolicy is the audit policy (YAML); empty: DefaultAuditPolicy.
+	// AuditPolicy is the audit policy (YAML); empty: audit.Policy.
 	AuditPolicy string
 	// KwokStagesDir is kwok's kustomize/stage directory; empty: found in the Go module cache.
 	KwokStagesDir string
@@ -58,16 +60,6 @@ type Options struct {
 	// Logger receives progress; zero: discarded.
 	Logger logr.Logger
 }
-
-// DefaultAuditPolicy records, at metadata level, every request that changes something.
-const DefaultAuditPolicy = `apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: [RequestReceived]
-rules:
-- level: Metadata
-  verbs: [create, update, patch, delete, deletecollection]
-- level: None
-`
 
 // Cluster is a running local cluster.
 type Cluster struct {
@@ -136,7 +128,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		opts.StartTimeout = 60 * time.Second
 	}
 	if opts.AuditPolicy == "" {
-		opts.AuditPolicy = DefaultAuditPolicy
+		opts.AuditPolicy = audit.Policy
 	}
 	c := &Cluster{log: opts.Logger, stopping: make(chan struct{}), failed: make(chan struct{})}
 	if c.log.GetSink() == nil {

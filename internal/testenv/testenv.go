@@ -6,9 +6,7 @@
 package testenv
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -24,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	updatesv1alpha1 "github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/internal/audit"
 )
 
 // Env is a running control plane with the project's CRDs installed.
@@ -104,7 +103,7 @@ func Start(opts ...Option) (*Env, error) {
 	e := &Env{Environment: env, Scheme: scheme}
 	if s.auditDir != "" {
 		policy := filepath.Join(s.auditDir, "audit-policy.yaml")
-		if err := os.WriteFile(policy, []byte(auditPolicy), 0o600); err != nil {
+		if err := os.WriteFile(policy, []byte(audit.Policy), 0o600); err != nil {
 			return nil, fmt.Errorf("writing the audit policy: %w", err)
 		}
 		e.AuditLog = filepath.Join(s.auditDir, "audit.log")
@@ -129,57 +128,7 @@ func Start(opts ...Option) (*Env, error) {
 // Stop stops the control plane.
 func (e *Env) Stop() error { return e.Environment.Stop() }
 
-// auditPolicy records, at metadata level, every request that changes something.
-const auditPolicy = `apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: [RequestReceived]
-rules:
-- level: Metadata
-  verbs: [create, update, patch, delete, deletecollection]
-- level: None
-`
-
-// AuditEvent is the part of an API server audit event the tests read.
-type AuditEvent struct {
-	Verb  string `json:"verb"`
-	Stage string `json:"stage"`
-	User  struct {
-		Username string `json:"username"`
-	} `json:"user"`
-	ObjectRef struct {
-		Resource    string `json:"resource"`
-		Name        string `json:"name"`
-		Subresource string `json:"subresource"`
-	} `json:"objectRef"`
-	ResponseStatus struct {
-		Code int `json:"code"`
-	} `json:"responseStatus"`
-}
-
-// CompletedWrites returns the audit log's completed writes (see WithAuditLog) that match.
-func (e *Env) CompletedWrites(match func(AuditEvent) bool) (int, error) {
-	return CountAuditEvents(e.AuditLog, match)
-}
-
-// CountAuditEvents counts the completed requests of an audit log (written with a policy like
-// this package's) that match.
-func CountAuditEvents(path string, match func(AuditEvent) bool) (int, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, fmt.Errorf("opening the audit log: %w", err)
-	}
-	defer f.Close()
-	count := 0
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<24)
-	for sc.Scan() {
-		var ev AuditEvent
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			return 0, fmt.Errorf("decoding the audit log: %w", err)
-		}
-		if ev.Stage == "ResponseComplete" && match(ev) {
-			count++
-		}
-	}
-	return count, sc.Err()
+// CompletedWrites returns the audit log's completed requests (see WithAuditLog) that match.
+func (e *Env) CompletedWrites(match func(audit.Event) bool) (int, error) {
+	return audit.Count(e.AuditLog, match)
 }

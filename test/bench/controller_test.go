@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/internal/audit"
 	"github.com/bottlerocket-ops/update-operator/internal/testenv"
 )
 
@@ -190,7 +191,7 @@ func poll(b *testing.B, timeout time.Duration, cond func() bool, every ...time.D
 
 // writesBy counts the audit log's completed writes by a user.
 func writesBy(b *testing.B, env *testenv.Env, user string) int {
-	n, err := env.CompletedWrites(func(ev testenv.AuditEvent) bool { return ev.User.Username == user })
+	n, err := env.CompletedWrites(func(ev audit.Event) bool { return ev.User.Username == user })
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -38,6 +38,7 @@ import (
 	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers"
+	"github.com/bottlerocket-ops/update-operator/internal/audit"
 	"github.com/bottlerocket-ops/update-operator/internal/fleet"
 	"github.com/bottlerocket-ops/update-operator/internal/invariants"
 	"github.com/bottlerocket-ops/update-operator/internal/localcluster"
@@ -157,7 +158,7 @@ func (c *cluster) runWorkload() {
 func (c *cluster) successfulEvictions() map[string]int {
 	c.t.Helper()
 	per := map[string]int{}
-	_, err := testenv.CountAuditEvents(c.local.AuditLogPath, func(ev testenv.AuditEvent) bool {
+	_, err := audit.Count(c.local.AuditLogPath, func(ev audit.Event) bool {
 		if ev.ObjectRef.Subresource == "eviction" && ev.ResponseStatus.Code == 201 {
 			per[ev.ObjectRef.Name]++
 		}
