@@ -409,19 +409,12 @@ func startLocal(ctx context.Context, stateDir string) (*cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := envtest.InstallCRDs(lc.Config, envtest.CRDInstallOptions{
-		Paths: []string{filepath.Join(testenv.RepoRoot(), "config", "crd", "bases")}, ErrorIfPathMissing: true,
-	}); err != nil {
-		lc.Stop()
-		return nil, fmt.Errorf("installing the CRDs: %w", err)
-	}
-	scheme := testenv.Scheme()
-	c, err := client.New(lc.Config, client.Options{Scheme: scheme})
+	c, err := testenv.Connect(lc.Config)
 	if err != nil {
 		lc.Stop()
 		return nil, err
 	}
-	return &cluster{config: lc.Config, scheme: scheme, client: c, kubeconfig: lc.Kubeconfig, local: lc, stop: lc.Stop}, nil
+	return &cluster{config: lc.Config, scheme: c.Scheme(), client: c, kubeconfig: lc.Kubeconfig, local: lc, stop: lc.Stop}, nil
 }
 
 // workloads runs what a fleet runs: a Deployment and a StatefulSet guarded by

@@ -132,3 +132,19 @@ func (e *Env) Stop() error { return e.Environment.Stop() }
 func (e *Env) CompletedWrites(match func(audit.Event) bool) (int, error) {
 	return audit.Count(e.AuditLog, match)
 }
+
+// Connect installs the project's CRDs (config/crd/bases) into the cluster of cfg, for
+// clusters started otherwise than by Start, and returns an uncached client that knows the
+// project's types.
+func Connect(cfg *rest.Config) (client.Client, error) {
+	if _, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{
+		Paths: []string{filepath.Join(RepoRoot(), "config", "crd", "bases")}, ErrorIfPathMissing: true,
+	}); err != nil {
+		return nil, fmt.Errorf("installing the CRDs: %w", err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: Scheme()})
+	if err != nil {
+		return nil, fmt.Errorf("creating a client: %w", err)
+	}
+	return c, nil
+}

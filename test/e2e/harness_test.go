@@ -11,7 +11,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -32,7 +31,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
@@ -90,17 +88,11 @@ func newCluster(t *testing.T, nodes int, hc hostsim.Config) *cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(lc.Stop)
-	if _, err := envtest.InstallCRDs(lc.Config, envtest.CRDInstallOptions{
-		Paths: []string{filepath.Join(testenv.RepoRoot(), "config", "crd", "bases")}, ErrorIfPathMissing: true,
-	}); err != nil {
-		t.Fatal(err)
-	}
-	scheme := testenv.Scheme()
-	c, err := client.New(lc.Config, client.Options{Scheme: scheme})
+	c, err := testenv.Connect(lc.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{Config: lc.Config, Scheme: scheme, Client: c}
+	e := &env{Config: lc.Config, Scheme: c.Scheme(), Client: c}
 	dir, err := fleet.TempDir()
 	if err != nil {
 		t.Fatal(err)
