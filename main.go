@@ -12,6 +12,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	updatesv1alpha1 "github.com/bottlerocket-ops/update-operator/api/v1alpha1"
@@ -73,4 +74,15 @@ func main() {
 		log.Error(err, "Exiting")
 		os.Exit(1)
 	}
+}
+
+// serve adds the health and readiness probes and runs the manager until signalled.
+func serve(mgr ctrl.Manager) error {
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return fmt.Errorf("adding the health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return fmt.Errorf("adding the readiness check: %w", err)
+	}
+	return mgr.Start(ctrl.SetupSignalHandler())
 }

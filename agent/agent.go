@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -252,4 +253,20 @@ func (a *Agent) result(action v1alpha1.NodeAction, target string, result v1alpha
 
 func inProgress(last *v1alpha1.AgentAction, action v1alpha1.NodeAction) bool {
 	return last != nil && last.Action == action && last.Result == v1alpha1.ActionInProgress
+}
+
+// NewManager returns a manager running the agent a: its cache holds only a's node's
+// BottlerocketNode, and a reads and writes through it. opts gives the rest (scheme, metrics
+// and probe addresses).
+func NewManager(cfg *rest.Config, a *Agent, opts ctrl.Options) (ctrl.Manager, error) {
+	opts.Cache = CacheOptions(a.NodeName)
+	mgr, err := ctrl.NewManager(cfg, opts)
+	if err != nil {
+		return nil, fmt.Errorf("creating the agent's manager: %w", err)
+	}
+	a.Client = mgr.GetClient()
+	if err := a.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the agent: %w", err)
+	}
+	return mgr, nil
 }

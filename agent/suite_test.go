@@ -102,21 +102,15 @@ func (c *countingHost) Reboot(ctx context.Context) error {
 // startAgent starts the node's agent with its own manager and a cache restricted to its
 // BottlerocketNode, as in production.
 func (n *node) startAgent(refresh time.Duration) {
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme:  env.Scheme,
-		Cache:   agent.CacheOptions(n.name),
-		Metrics: metricsserver.Options{BindAddress: "0"},
-	})
-	Expect(err).NotTo(HaveOccurred())
 	n.calls = &countingHost{Host: hostapi.New(n.socket,
 		hostapi.WithPollInterval(5*time.Millisecond),
 		hostapi.WithLockBackoff(5*time.Millisecond, 50*time.Millisecond, 200),
 		hostapi.WithHTTPTimeout(2*time.Second))}
-	a := &agent.Agent{
-		Client: mgr.GetClient(), Host: n.calls, NodeName: n.name, BootIDFile: n.bootID,
+	mgr, err := agent.NewManager(env.Config, &agent.Agent{
+		Host: n.calls, NodeName: n.name, BootIDFile: n.bootID,
 		Clock: clock.RealClock{}, RefreshInterval: refresh, RetryInterval: 20 * time.Millisecond,
-	}
-	Expect(a.SetupWithManager(mgr)).To(Succeed())
+	}, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
+	Expect(err).NotTo(HaveOccurred())
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stop, n.done = cancel, make(chan struct{})
 	go func() {

@@ -41,17 +41,13 @@ func startHost(node string) *hostsim.Host {
 	Expect(host.Start(socket)).To(Succeed())
 	DeferCleanup(host.Close)
 
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme: env.Scheme, Cache: agent.CacheOptions(node), Metrics: metricsserver.Options{BindAddress: "0"},
-	})
-	Expect(err).NotTo(HaveOccurred())
-	a := &agent.Agent{
-		Client: mgr.GetClient(), NodeName: node, BootIDFile: bootID, Clock: clock.RealClock{},
+	mgr, err := agent.NewManager(env.Config, &agent.Agent{
+		NodeName: node, BootIDFile: bootID, Clock: clock.RealClock{},
 		Host: hostapi.New(socket, hostapi.WithPollInterval(5*time.Millisecond),
 			hostapi.WithLockBackoff(5*time.Millisecond, 50*time.Millisecond, 200), hostapi.WithHTTPTimeout(2*time.Second)),
 		RefreshInterval: time.Hour, RetryInterval: 20 * time.Millisecond,
-	}
-	Expect(a.SetupWithManager(mgr)).To(Succeed())
+	}, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
+	Expect(err).NotTo(HaveOccurred())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

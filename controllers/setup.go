@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // Options configure the controller.
@@ -48,4 +51,18 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		return fmt.Errorf("setting up the rollout controller: %w", err)
 	}
 	return nil
+}
+
+// NewManager returns a manager running the controller: its cache strips what decisions do not
+// read, pods are never cached (they are read straight from the API server), and node
+// discovery and the rollout controller are set up with o. opts gives the rest (scheme,
+// metrics and probe addresses, leader election).
+func NewManager(cfg *rest.Config, o Options, opts ctrl.Options) (ctrl.Manager, error) {
+	opts.Cache = CacheOptions()
+	opts.Client = client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Pod{}}}}
+	mgr, err := ctrl.NewManager(cfg, opts)
+	if err != nil {
+		return nil, fmt.Errorf("creating the controller's manager: %w", err)
+	}
+	return mgr, Setup(mgr, o)
 }

@@ -91,14 +91,12 @@ func newFleet() *fleet {
 // startController starts a manager with node discovery and the rollout controller, wired as
 // in production by controllers.Setup, but with the fleet's fake clock.
 func (f *fleet) startController() {
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+	mgr, err := controllers.NewManager(env.Config, controllers.Options{Clock: f.clock, PollInterval: 50 * time.Millisecond}, ctrl.Options{
 		Scheme:     env.Scheme,
-		Cache:      controllers.CacheOptions(),
 		Metrics:    metricsserver.Options{BindAddress: "0"},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	Expect(err).NotTo(HaveOccurred())
-	Expect(controllers.Setup(mgr, controllers.Options{Clock: f.clock, PollInterval: 50 * time.Millisecond})).To(Succeed())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

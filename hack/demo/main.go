@@ -123,14 +123,9 @@ func run(ctx context.Context, n int, keep, light bool, stateDir string) error {
 	defer fl.Stop()
 
 	say("Starting the controller")
-	mgr, err := ctrl.NewManager(cl.config, ctrl.Options{
-		Scheme: cl.scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"},
-		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Pod{}}}},
-	})
+	mgr, err := controllers.NewManager(cl.config, controllers.Options{PollInterval: 500 * time.Millisecond},
+		ctrl.Options{Scheme: cl.scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
 	if err != nil {
-		return fmt.Errorf("creating the controller manager: %w", err)
-	}
-	if err := controllers.Setup(mgr, controllers.Options{PollInterval: 500 * time.Millisecond}); err != nil {
 		return err
 	}
 	mgrErr := make(chan error, 1)

@@ -219,24 +219,19 @@ func (n *Node) StartAgent() error {
 	if n.stop != nil {
 		return nil
 	}
-	mgr, err := ctrl.NewManager(n.fleet.config, ctrl.Options{
-		Scheme:  n.fleet.scheme,
-		Cache:   agent.CacheOptions(n.Name),
-		Metrics: metricsserver.Options{BindAddress: "0"},
-		Logger:  log.Log.WithName("agent").WithValues("node", n.Name),
-	})
-	if err != nil {
-		return fmt.Errorf("creating the agent of %s: %w", n.Name, err)
-	}
-	a := &agent.Agent{
-		Client: mgr.GetClient(), NodeName: n.Name, BootIDFile: n.bootID, Clock: clock.RealClock{},
+	mgr, err := agent.NewManager(n.fleet.config, &agent.Agent{
+		NodeName: n.Name, BootIDFile: n.bootID, Clock: clock.RealClock{},
 		Host: hostapi.New(n.socket, hostapi.WithPollInterval(50*time.Millisecond),
 			hostapi.WithLockBackoff(50*time.Millisecond, time.Second, 0)),
 		RefreshInterval: n.fleet.opts.RefreshInterval,
 		RetryInterval:   500 * time.Millisecond,
-	}
-	if err := a.SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up the agent of %s: %w", n.Name, err)
+	}, ctrl.Options{
+		Scheme:  n.fleet.scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		Logger:  log.Log.WithName("agent").WithValues("node", n.Name),
+	})
+	if err != nil {
+		return fmt.Errorf("starting the agent of %s: %w", n.Name, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stop, n.done = cancel, make(chan struct{})

@@ -165,15 +165,11 @@ func (c *cluster) successfulEvictions() map[string]int {
 // startController starts the controller (a new leader after a crash).
 func (c *cluster) startController() {
 	c.t.Helper()
-	mgr, err := ctrl.NewManager(c.env.Config, ctrl.Options{
-		Scheme: c.env.Scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"},
-		Client:     client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Pod{}}}},
+	mgr, err := controllers.NewManager(c.env.Config, controllers.Options{PollInterval: 200 * time.Millisecond}, ctrl.Options{
+		Scheme: c.env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
-		c.t.Fatal(err)
-	}
-	if err := controllers.Setup(mgr, controllers.Options{PollInterval: 200 * time.Millisecond}); err != nil {
 		c.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

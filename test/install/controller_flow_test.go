@@ -28,18 +28,14 @@ func TestControllerFlowOnItsOwnRole(t *testing.T) {
 	installed(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := tokenConfig(ctx, t, controllerSA, nil)
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme: env.Scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"},
-		Client:                  client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Pod{}}}},
+	mgr, err := controllers.NewManager(cfg, controllers.Options{OperatorNamespace: namespace, PollInterval: 100 * time.Millisecond}, ctrl.Options{
+		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
 		LeaderElection:          true,
 		LeaderElectionID:        "flow-test",
 		LeaderElectionNamespace: namespace,
 		Controller:              config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := controllers.Setup(mgr, controllers.Options{OperatorNamespace: namespace, PollInterval: 100 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
