@@ -13,8 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
@@ -26,6 +28,7 @@ import (
 // simulated host, waits until it has reported and refreshed several times while idle, and
 // reports its resident memory (target: 30 MiB) and CPU time per idle second.
 func BenchmarkAgentIdleRSS(b *testing.B) {
+	ctrl.SetLogger(logr.Discard())
 	env, err := testenv.Start()
 	if err != nil {
 		b.Fatal(err)
