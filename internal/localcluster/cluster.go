@@ -197,6 +197,9 @@ func (c *Cluster) watch(p *process) {
 		select {
 		case <-c.stopping:
 		default:
+			if p.retired.Load() {
+				return
+			}
 			c.log.Error(p.exited(), "Component exited", "component", p.name)
 			c.failedOnce.Do(func() { close(c.failed) })
 		}
@@ -223,6 +226,35 @@ func (c *Cluster) Stop() {
 			}
 		}
 	})
+}
+
+// RestartAPIServer kills the API server (SIGKILL: a crash, no graceful goodbye to its clients)
+// and starts it again with the same flags, port and certificates, and waits until it is ready. The cluster's state is etcd's and survives. Not to be
+// called concurrently with Stop.
+func (c *Cluster) RestartAPIServer(ctx context.Context) error {
+	for i, p := range c.procs {
+		if p.name != "kube-apiserver" {
+			continue
+		}
+		began := time.Now()
+		p.retired.Store(true)
+		p.kill()
+		np, err := p.again()
+		if err != nil {
+			return fmt.Errorf("restarting the API server: %w", err)
+		}
+		c.procs[i] = np
+		if err := writePIDFile(c.Dir, c.procs); err != nil {
+			return err
+		}
+		go c.watch(np)
+		if err := waitHealthy(ctx, time.Minute, np, np.healthy); err != nil {
+			return fmt.Errorf("restarting the API server: %w", err)
+		}
+		c.log.Info("API server restarted", "after", time.Since(began).Round(time.Millisecond))
+		return nil
+	}
+	return errors.New("restarting the API server: it is not running")
 }
 
 // PIDs returns the process id of each running component.

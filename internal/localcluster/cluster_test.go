@@ -286,3 +286,36 @@ func evict(ctx context.Context, c *Cluster, pod corev1.Pod) error {
 		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace},
 	})
 }
+
+// The API server restarts on the same address with the cluster's state intact, clients carry
+// on, and the restart is not mistaken for a crash.
+func TestRestartAPIServer(t *testing.T) {
+	c := startCluster(t, 1)
+	ctx := t.Context()
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "before-restart", Namespace: testNamespace}}
+	if _, err := c.Clientset.CoreV1().ConfigMaps(testNamespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before := c.PIDs()["kube-apiserver"]
+	if err := c.RestartAPIServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if after := c.PIDs()["kube-apiserver"]; after == before || syscall.Kill(before, 0) == nil {
+		t.Errorf("API server pid %d before the restart, %d after; the old one must be gone", before, after)
+	}
+	if _, err := c.Clientset.CoreV1().ConfigMaps(testNamespace).Get(ctx, cm.Name, metav1.GetOptions{}); err != nil {
+		t.Errorf("the cluster's state did not survive the restart: %v", err)
+	}
+	nodes, err := c.Clientset.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil || len(nodes.Items) != 1 {
+		t.Fatalf("listing nodes after the restart: %v (%d nodes)", err, len(nodes.Items))
+	}
+	if err := c.WaitNodesReady(ctx, nodes.Items[0].Name); err != nil {
+		t.Errorf("kwok does not keep the node Ready after the restart: %v", err)
+	}
+	select {
+	case <-c.Failed():
+		t.Error("the restart was reported as a component failure")
+	default:
+	}
+}

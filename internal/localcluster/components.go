@@ -80,6 +80,7 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 		if err := waitHealthy(ctx, opts.StartTimeout, proc, healthy); err != nil {
 			return err
 		}
+		proc.healthy = healthy
 		c.log.Info("Component healthy", "component", proc.name, "after", time.Since(t).Round(time.Millisecond))
 	}
 	c.log.Info("Cluster up", "after", time.Since(began).Round(time.Millisecond), "kubeconfig", c.Kubeconfig)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -30,18 +31,36 @@ type process struct {
 	log  string
 	done chan struct{}
 	err  error
+	// healthy holds once the component serves (set by the cluster once it is healthy).
+	healthy wait.ConditionWithContextFunc
+	// retired is set when the cluster stops the process on purpose, to start it again.
+	retired atomic.Bool
 }
 
 // startProcess starts bin with args in its own process group, its output going to logDir/name.log.
 func startProcess(name, bin, logDir string, env []string, args ...string) (*process, error) {
-	logPath := filepath.Join(logDir, name+".log")
-	logFile, err := os.Create(logPath)
+	return launch(name, filepath.Join(logDir, name+".log"), os.O_TRUNC, bin, append(os.Environ(), env...), args)
+}
+
+// again starts the same program with the same arguments, appending to the same log.
+func (p *process) again() (*process, error) {
+	np, err := launch(p.name, p.log, os.O_APPEND, p.cmd.Path, p.cmd.Env, p.cmd.Args[1:])
+	if err != nil {
+		return nil, err
+	}
+	np.healthy = p.healthy
+	return np, nil
+}
+
+// launch starts a process with the environment env; mode is os.O_TRUNC or os.O_APPEND for its log.
+func launch(name, logPath string, mode int, bin string, env, args []string) (*process, error) {
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|mode, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("creating the log of %s: %w", name, err)
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = env
 	// Own process group, so that Stop kills it whole; SIGKILL if this process dies first (strictly:
 	// if the OS thread that started it exits, which Go only does for goroutines that lock their
 	// thread and end without unlocking it; nothing here does).
@@ -81,6 +100,12 @@ func (p *process) stop() {
 	}
 	// Anything left in the group (none of these components forks, but be sure).
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
+}
+
+// kill kills the process group at once and waits.
+func (p *process) kill() {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
 }
 
 // tail returns the last n lines of a file.
