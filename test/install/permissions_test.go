@@ -11,9 +11,11 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -241,6 +243,8 @@ func TestControllerPermissions(t *testing.T) {
 		{name: "create its leader lease", do: createLease(namespace, leaseName), want: allowed},
 		{name: "renew its leader lease", do: renewLease(namespace, leaseName), want: allowed},
 		{name: "record an Event in its namespace", do: createEvent(namespace), want: allowed},
+		{name: "read the PodDisruptionBudget of an evicted pod", do: getObject(&policyv1.PodDisruptionBudget{}, "default", "web"), want: allowed},
+		{name: "read the DaemonSet of a pod", do: getObject(&appsv1.DaemonSet{}, "default", "logs"), want: allowed},
 		{name: "get a Secret", do: getObject(&corev1.Secret{}, namespace, "any"), want: forbiddenByRBAC},
 		{name: "list Secrets", do: listObjects(&corev1.SecretList{}), want: forbiddenByRBAC},
 		{name: "create a pod in its namespace", do: createPod("rogue", agentSA, "b"), want: forbiddenByRBAC},
