@@ -19,7 +19,7 @@ func runController(o options) error {
 		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress:  o.probeAddr,
 		LeaderElection:          o.leaderElect,
-		LeaderElectionID:        "bottlerocket-update-operator.updates.bottlerocket.aws",
+		LeaderElectionID:        controllers.LeaderElectionID,
 		LeaderElectionNamespace: o.leaderElectionNS,
 	})
 	if err != nil {

@@ -12,6 +12,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
+// LeaderElectionID names the lease the controller's replicas elect their leader with.
+const LeaderElectionID = "bottlerocket-update-operator.updates.bottlerocket.aws"
+
 // Options configure the controller.
 type Options struct {
 	// ControllerNode is the node the controller runs on; it is updated last in its wave.

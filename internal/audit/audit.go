@@ -24,7 +24,8 @@ type Event struct {
 	Verb  string `json:"verb"`
 	Stage string `json:"stage"`
 	User  struct {
-		Username string `json:"username"`
+		Username string              `json:"username"`
+		Extra    map[string][]string `json:"extra"`
 	} `json:"user"`
 	ObjectRef struct {
 		Resource    string `json:"resource"`

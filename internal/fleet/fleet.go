@@ -48,7 +48,13 @@ type Options struct {
 	// pods: the fleet adds its nodes there (Prefix and Zones are the cluster's) and mirrors
 	// reboots through it. Unset: the fleet creates the Nodes and plays their kubelet itself.
 	Cluster *localcluster.Cluster
+	// AgentConfig, when set, gives the agent of a node its credentials (it may wait, e.g. for
+	// the agent DaemonSet's pod on the node); unset: the fleet's own config.
+	AgentConfig func(ctx context.Context, node string) (*rest.Config, error)
 }
+
+// agentConfigTimeout bounds the wait for an agent's credentials.
+const agentConfigTimeout = 2 * time.Minute
 
 // Node is one simulated node.
 type Node struct {
@@ -59,6 +65,7 @@ type Node struct {
 	socket string
 	bootID string
 	mu     sync.Mutex
+	config *rest.Config // the agent's credentials, once obtained
 	stop   context.CancelFunc
 	done   chan struct{}
 }
@@ -113,10 +120,17 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, opts O
 			f.Stop()
 			return nil, err
 		}
-		if err := n.StartAgent(); err != nil {
-			f.Stop()
-			return nil, err
-		}
+	}
+	// The agents start together: each may wait for its credentials.
+	errs := make([]error, len(f.Nodes))
+	var wg sync.WaitGroup
+	for i, n := range f.Nodes {
+		wg.Go(func() { errs[i] = n.StartAgent() })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		f.Stop()
+		return nil, err
 	}
 	return f, nil
 }
@@ -219,7 +233,20 @@ func (n *Node) StartAgent() error {
 	if n.stop != nil {
 		return nil
 	}
-	mgr, err := agent.NewManager(n.fleet.config, &agent.Agent{
+	if n.config == nil {
+		n.config = n.fleet.config
+		if get := n.fleet.opts.AgentConfig; get != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), agentConfigTimeout)
+			cfg, err := get(ctx, n.Name)
+			cancel()
+			if err != nil {
+				n.config = nil
+				return fmt.Errorf("the credentials of the agent of %s: %w", n.Name, err)
+			}
+			n.config = cfg
+		}
+	}
+	mgr, err := agent.NewManager(n.config, &agent.Agent{
 		NodeName: n.Name, BootIDFile: n.bootID, Clock: clock.RealClock{},
 		Host: hostapi.New(n.socket, hostapi.WithPollInterval(50*time.Millisecond),
 			hostapi.WithLockBackoff(50*time.Millisecond, time.Second, 0)),

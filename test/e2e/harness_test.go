@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,17 +27,17 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers"
 	"github.com/bottlerocket-ops/update-operator/internal/audit"
+	"github.com/bottlerocket-ops/update-operator/internal/deploy"
 	"github.com/bottlerocket-ops/update-operator/internal/fleet"
 	"github.com/bottlerocket-ops/update-operator/internal/invariants"
 	"github.com/bottlerocket-ops/update-operator/internal/localcluster"
@@ -60,13 +61,16 @@ type cluster struct {
 	t        *testing.T
 	env      *env
 	local    *localcluster.Cluster
+	install  *deploy.Install
 	fleet    *fleet.Fleet
 	w        *watcher
 	replicas int32
+	// skipAuditCheck is set by a test that planted agent writes and checked them itself.
+	skipAuditCheck bool
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
-	done   chan error
+	done   <-chan struct{}
 }
 
 // env is the API server a scenario talks to.
@@ -80,36 +84,53 @@ type env struct {
 // PodDisruptionBudget allowing one disruption.
 const workloadNS = "shop"
 
+// newCluster starts a local cluster with the operator installed from its manifests, the
+// watcher, the controller (its own service account, leader election), nodes simulated
+// Bottlerocket hosts whose agents use tokens bound to the agent DaemonSet's pods, and the
+// workload.
 func newCluster(t *testing.T, nodes int, hc hostsim.Config) *cluster {
 	t.Helper()
-	ctrl.SetLogger(logr.Discard()) // the watcher's verdict is the evidence, not our logs
-	lc, err := localcluster.Start(context.Background(), localcluster.Options{AuditLog: true})
+	// The watcher's verdict is the evidence, not our logs; E2E_LOGS=1 shows them for debugging.
+	ctrl.SetLogger(logr.Discard())
+	if os.Getenv("E2E_LOGS") != "" {
+		ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	lc, err := localcluster.Start(ctx, localcluster.Options{AuditLog: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(lc.Stop)
+	t.Cleanup(cancel)
 	c, err := testenv.Connect(lc.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := &env{Config: lc.Config, Scheme: c.Scheme(), Client: c}
+	in, err := deploy.Apply(ctx, lc.Config, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &cluster{t: t, env: e, local: lc, install: in, replicas: int32(max(2, nodes))}
+	cl.w = startWatcher(t, e)
 	dir, err := fleet.TempDir()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	fl, err := fleet.Start(context.Background(), e.Config, e.Scheme, fleet.Options{
-		Nodes: nodes, Dir: dir, Host: hc, RefreshInterval: time.Second, Cluster: lc,
+	// The controller labels the nodes, the DaemonSet then runs an agent pod on each, whose
+	// token the node's agent gets.
+	cl.startController()
+	cl.fleet, err = fleet.Start(ctx, e.Config, e.Scheme, fleet.Options{
+		Nodes: nodes, Dir: dir, Host: hc, RefreshInterval: time.Second, Cluster: lc, AgentConfig: in.Agent,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(fl.Stop)
-	cl := &cluster{t: t, env: e, local: lc, fleet: fl, replicas: int32(max(2, nodes))}
-	cl.runWorkload()
-	cl.w = startWatcher(t, e)
-	cl.startController()
+	t.Cleanup(cl.fleet.Stop)
 	t.Cleanup(cl.stopController)
+	t.Cleanup(cl.checkAgentWrites)
+	cl.runWorkload()
 	return cl
 }
 
@@ -136,7 +157,14 @@ func (c *cluster) runWorkload() {
 			c.t.Fatal(err)
 		}
 	}
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+	c.waitWorkloadHealthy()
+}
+
+// waitWorkloadHealthy waits until the workload's pods are Ready and the disruption controller
+// has computed its budget.
+func (c *cluster) waitWorkloadHealthy() {
+	c.t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
 		var pdb policyv1.PodDisruptionBudget
 		err := c.env.Client.Get(ctx, client.ObjectKey{Namespace: workloadNS, Name: "web"}, &pdb)
 		return err == nil && pdb.Status.CurrentHealthy == c.replicas && pdb.Status.DisruptionsAllowed == 1, nil
@@ -162,25 +190,22 @@ func (c *cluster) successfulEvictions() map[string]int {
 	return per
 }
 
-// startController starts the controller (a new leader after a crash).
+// startController starts a replica of the controller (a new leader after a crash).
 func (c *cluster) startController() {
 	c.t.Helper()
-	mgr, err := controllers.NewManager(c.env.Config, controllers.Options{PollInterval: 200 * time.Millisecond}, ctrl.Options{
-		Scheme: c.env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done, err := c.install.RunController(ctx, controllers.Options{PollInterval: 200 * time.Millisecond},
+		ctrl.Options{Scheme: c.env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
 	if err != nil {
+		cancel()
 		c.t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
 	c.mu.Lock()
 	c.cancel, c.done = cancel, done
 	c.mu.Unlock()
 }
 
-// stopController kills the controller and waits until it is gone.
+// stopController kills the controller (its lease is not released) and waits until it is gone.
 func (c *cluster) stopController() {
 	c.mu.Lock()
 	cancel, done := c.cancel, c.done
@@ -190,6 +215,38 @@ func (c *cluster) stopController() {
 		cancel()
 		<-done
 	}
+}
+
+// checkAgentWrites checks the API server's audit log: every write under the agents' identity
+// went to the status of the BottlerocketNode of the node its token is bound to, and every
+// node's agent did write its own.
+func (c *cluster) checkAgentWrites() {
+	c.t.Helper()
+	if c.skipAuditCheck {
+		return
+	}
+	problems, err := agentWriteViolations(c.local.AuditLogPath, c.fleet)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, p := range problems {
+		c.t.Error("audit: " + p)
+	}
+}
+
+// agentWriteViolations reads the audit log for agents' writes that were not their own, and
+// nodes whose agent wrote nothing under its own identity.
+func agentWriteViolations(path string, fl *fleet.Fleet) ([]string, error) {
+	own, problems, err := deploy.AgentWrites(path)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range fl.Nodes {
+		if own[n.Name] == 0 {
+			problems = append(problems, fmt.Sprintf("node %s: no write by an agent bound to it", n.Name))
+		}
+	}
+	return problems, nil
 }
 
 // apply creates a policy.
@@ -301,6 +358,8 @@ type watcher struct {
 	prev       invariants.Snapshot
 	violations []string
 	peak       int
+	// healthy holds the PodDisruptionBudgets seen with their desired healthy pods Ready.
+	healthy map[string]bool
 	// forced is set where the policy reboots although pods remain (drain.onTimeout: Force):
 	// the PodDisruptionBudgets may then be broken by design.
 	forced bool
@@ -312,7 +371,7 @@ func startWatcher(t *testing.T, env *env) *watcher {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &watcher{cache: cc, checker: invariants.NewChecker()}
+	w := &watcher{cache: cc, checker: invariants.NewChecker(), healthy: map[string]bool{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	for _, obj := range []client.Object{&corev1.Node{}, &v1alpha1.BottlerocketNode{}, &v1alpha1.UpdatePolicy{}, &corev1.Pod{}, &policyv1.PodDisruptionBudget{}} {
@@ -377,8 +436,8 @@ func (w *watcher) observe(ctx context.Context) {
 	w.prev = snap
 }
 
-// checkWorkloads checks that no workload protected by a PodDisruptionBudget has fewer Ready
-// pods than the budget's desired healthy count.
+// checkWorkloads checks that no workload protected by a PodDisruptionBudget, once healthy, has
+// fewer Ready pods than the budget's desired healthy count.
 func (w *watcher) checkWorkloads(ctx context.Context) {
 	var pdbs policyv1.PodDisruptionBudgetList
 	var pods corev1.PodList
@@ -397,7 +456,10 @@ func (w *watcher) checkWorkloads(ctx context.Context) {
 				ready++
 			}
 		}
-		if int32(ready) < pdb.Status.DesiredHealthy {
+		key := pdb.Namespace + "/" + pdb.Name
+		if int32(ready) >= pdb.Status.DesiredHealthy {
+			w.healthy[key] = true
+		} else if w.healthy[key] {
 			w.violations = append(w.violations, fmt.Sprintf("PodDisruptionBudget %s/%s: %d pods Ready, %d desired",
 				pdb.Namespace, pdb.Name, ready, pdb.Status.DesiredHealthy))
 		}
@@ -471,6 +533,33 @@ func nodeDown(n *corev1.Node) bool {
 		}
 	}
 	return true
+}
+
+// expect waits until the watcher has reported a violation containing what.
+func (w *watcher) expect(t *testing.T, what string) {
+	t.Helper()
+	var seen []string
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		seen = w.violations
+		for _, v := range seen {
+			if strings.Contains(v, what) {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("the watcher did not report %q; it reported %q", what, seen)
+	}
+}
+
+// forget drops the violations reported so far (they were planted).
+func (w *watcher) forget() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.violations = nil
 }
 
 func (w *watcher) peakUnavailable() int {

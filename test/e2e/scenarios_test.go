@@ -4,10 +4,14 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -148,7 +152,8 @@ func TestBadRelease(t *testing.T) {
 	})
 }
 
-// Chaos: the controller is killed and restarted several times mid-rollout, and agents too.
+// Chaos: the controller is killed and restarted several times mid-rollout, agents too, and
+// once the API server.
 func TestChaos(t *testing.T) {
 	c := newCluster(t, 24, host)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -173,6 +178,13 @@ func TestChaos(t *testing.T) {
 			}
 		}
 		c.startController()
+		if i == 1 {
+			// The API server dies under everyone's feet: the controller may lose its lease
+			// (it is restarted, as its container would be), watches break and resume.
+			if err := c.local.RestartAPIServer(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	c.waitFor("the rollout completes through the crashes", 5*time.Minute, func(w world) bool { return w.converged(to) })
 	for _, n := range c.fleet.Nodes {
@@ -208,4 +220,73 @@ func absDuration(d time.Duration) time.Duration {
 		return -d
 	}
 	return d
+}
+
+// The watcher is evidence only if it can fail: planted violations — nodes cordoned beyond the
+// budget, a protected workload below its desired healthy count, an agent writing another
+// node's object — are each caught.
+func TestWatcherCatchesPlantedViolations(t *testing.T) {
+	c := newCluster(t, 3, host)
+	ctx := context.Background()
+	// A paused policy: the operator touches nothing; everything below is done by hand.
+	c.apply(policy("fleet", v1alpha1.UpdatePolicySpec{MaxUnavailable: ios(intstr.FromInt32(1)), Paused: true}))
+	a, b := c.fleet.Nodes[0].Name, c.fleet.Nodes[1].Name
+
+	for _, name := range []string{a, b} {
+		setUnschedulable(t, c.env.Client, name, true)
+	}
+	c.w.expect(t, "policy fleet: 2 nodes unavailable")
+	for _, name := range []string{a, b} {
+		setUnschedulable(t, c.env.Client, name, false)
+	}
+	c.w.forget()
+
+	if err := c.env.Client.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(workloadNS), client.MatchingLabels{"app": "web"}); err != nil {
+		t.Fatal(err)
+	}
+	c.w.expect(t, "PodDisruptionBudget shop/web")
+	c.waitWorkloadHealthy()
+	c.w.forget()
+
+	// Node a's agent identity writes node b's report: the admission policy refuses it, and the
+	// audit check names the attempt.
+	cfg, err := c.install.Agent(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, err := client.New(cfg, client.Options{Scheme: c.env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var brn v1alpha1.BottlerocketNode
+	if err := c.env.Client.Get(ctx, client.ObjectKey{Name: b}, &brn); err != nil {
+		t.Fatal(err)
+	}
+	orig := brn.DeepCopy()
+	brn.Status.Agent.BootID = "planted"
+	if err := agent.Status().Patch(ctx, &brn, client.MergeFrom(orig)); !apierrors.IsForbidden(err) {
+		t.Fatalf("the agent of %s wrote %s's status: %v", a, b, err)
+	}
+	problems, err := agentWriteViolations(c.local.AuditLogPath, c.fleet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("the agent of node [%s]: patch bottlerocketnodes/status %s", a, b)
+	if len(problems) != 1 || !strings.HasPrefix(problems[0], want) {
+		t.Errorf("audit check: got %q, want one problem starting %q", problems, want)
+	}
+	c.skipAuditCheck = true
+}
+
+func setUnschedulable(t *testing.T, c client.Client, name string, on bool) {
+	t.Helper()
+	var n corev1.Node
+	if err := c.Get(context.Background(), client.ObjectKey{Name: name}, &n); err != nil {
+		t.Fatal(err)
+	}
+	orig := n.DeepCopy()
+	n.Spec.Unschedulable = on
+	if err := c.Patch(context.Background(), &n, client.MergeFrom(orig)); err != nil {
+		t.Fatal(err)
+	}
 }
