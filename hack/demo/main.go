@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -30,6 +31,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -40,6 +42,7 @@ import (
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers"
 	"github.com/bottlerocket-ops/update-operator/internal/audit"
+	"github.com/bottlerocket-ops/update-operator/internal/deploy"
 	"github.com/bottlerocket-ops/update-operator/internal/fleet"
 	"github.com/bottlerocket-ops/update-operator/internal/localcluster"
 	"github.com/bottlerocket-ops/update-operator/internal/testenv"
@@ -60,7 +63,8 @@ func main() {
 	if *verbose {
 		ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
 	} else {
-		ctrl.SetLogger(zap.New(zap.WriteTo(discard{})))
+		ctrl.SetLogger(logr.Discard())
+		klog.SetLogger(logr.Discard()) // client-go's own messages (leader election events)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -70,10 +74,6 @@ func main() {
 	}
 }
 
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
-
 // cluster is where the demo runs.
 type cluster struct {
 	config     *rest.Config
@@ -81,6 +81,7 @@ type cluster struct {
 	client     client.Client
 	kubeconfig string
 	local      *localcluster.Cluster // nil with -light
+	install    *deploy.Install       // nil with -light
 	stop       func()
 }
 
@@ -101,13 +102,22 @@ func run(ctx context.Context, n int, keep, light bool, stateDir string) error {
 		}
 	}
 
+	// The controller first: it labels the nodes, which schedules an agent pod on each. It
+	// stops before the cluster does.
+	ctrlCtx, stopCtrl := context.WithCancel(ctx)
+	ctrlDone, err := startController(ctrlCtx, cl)
+	if err != nil {
+		stopCtrl()
+		return err
+	}
+	defer func() { stopCtrl(); <-ctrlDone }()
 	say("Starting %d simulated Bottlerocket %s nodes in 3 zones, each with its host and a real agent", n, fromVersion)
 	dir, err := fleet.TempDir()
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	fl, err := fleet.Start(ctx, cl.config, cl.scheme, fleet.Options{
+	opts := fleet.Options{
 		Nodes: n, Prefix: "ip-10-0", Dir: dir, Zones: []string{"us-west-2a", "us-west-2b", "us-west-2c"},
 		RefreshInterval: 2 * time.Second, Cluster: cl.local,
 		Host: hostsim.Config{
@@ -116,20 +126,15 @@ func run(ctx context.Context, n int, keep, light bool, stateDir string) error {
 			ActivateDuration: 100 * time.Millisecond, RebootDuration: 3 * time.Second,
 			RebootResponse: hostsim.RebootDrop,
 		},
-	})
+	}
+	if cl.install != nil {
+		opts.AgentConfig = cl.install.Agent
+	}
+	fl, err := fleet.Start(ctx, cl.config, cl.scheme, opts)
 	if err != nil {
 		return err
 	}
 	defer fl.Stop()
-
-	say("Starting the controller")
-	mgr, err := controllers.NewManager(cl.config, controllers.Options{PollInterval: 500 * time.Millisecond},
-		ctrl.Options{Scheme: cl.scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
-	if err != nil {
-		return err
-	}
-	mgrErr := make(chan error, 1)
-	go func() { mgrErr <- mgr.Start(ctx) }()
 
 	c := cl.client
 	policy := demoPolicy()
@@ -163,12 +168,32 @@ func run(ctx context.Context, n int, keep, light bool, stateDir string) error {
 	} else {
 		fmt.Println("\nStopping the cluster (go run ./hack/demo -keep keeps it up to look around).")
 	}
-	select {
-	case err := <-mgrErr:
-		return err
-	default:
-		return nil
+	return nil
+}
+
+// startController runs the controller until ctx ends: on the local cluster as the installed
+// Deployment's replica would (its service account, leader election, restarted if it exits);
+// with -light as the admin. The channel is closed once it is gone.
+func startController(ctx context.Context, cl *cluster) (<-chan struct{}, error) {
+	o := controllers.Options{PollInterval: 500 * time.Millisecond}
+	opts := ctrl.Options{Scheme: cl.scheme, Metrics: metricsserver.Options{BindAddress: "0"}}
+	if cl.install != nil {
+		say("Starting the controller under its service account, with leader election")
+		return cl.install.RunController(ctx, o, opts)
 	}
+	say("Starting the controller")
+	mgr, err := controllers.NewManager(cl.config, o, opts)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := mgr.Start(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "demo: the controller stopped:", err)
+		}
+	}()
+	return done, nil
 }
 
 func demoPolicy() *v1alpha1.UpdatePolicy {
@@ -341,6 +366,15 @@ func summary(ctx context.Context, c client.Client, s *stats, elapsed time.Durati
 		} else {
 			fmt.Printf("  evictions refused by PDBs: %d\n", refused)
 		}
+		if own, foreign, err := deploy.AgentWrites(cl.local.AuditLogPath); err != nil {
+			fmt.Printf("  agents' writes:            unknown (%v)\n", err)
+		} else {
+			writes := 0
+			for _, w := range own {
+				writes += w
+			}
+			fmt.Printf("  agents' writes:            %d, each to its own node's status; %d elsewhere (audit log)\n", writes, len(foreign))
+		}
 	} else {
 		fmt.Printf("  evictions refused by PDBs: 0 (-light runs no workloads)\n")
 	}
@@ -409,7 +443,13 @@ func startLocal(ctx context.Context, stateDir string) (*cluster, error) {
 		lc.Stop()
 		return nil, err
 	}
-	return &cluster{config: lc.Config, scheme: c.Scheme(), client: c, kubeconfig: lc.Kubeconfig, local: lc, stop: lc.Stop}, nil
+	say("Installing the operator from dist/install.yaml (CRDs, RBAC, admission policy, agent DaemonSet); its components run here, under the identities it defines")
+	in, err := deploy.Apply(ctx, lc.Config, c)
+	if err != nil {
+		lc.Stop()
+		return nil, err
+	}
+	return &cluster{config: lc.Config, scheme: c.Scheme(), client: c, kubeconfig: lc.Kubeconfig, local: lc, install: in, stop: lc.Stop}, nil
 }
 
 // workloads runs what a fleet runs: a Deployment and a StatefulSet guarded by
