@@ -97,6 +97,15 @@ func manifests() ([]*unstructured.Unstructured, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the install manifests: %w", err)
 	}
+	objs, err := Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return objs, nil
+}
+
+// Decode splits a multi-document YAML stream of manifests into objects, in order.
+func Decode(data []byte) ([]*unstructured.Unstructured, error) {
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
 	var objs []*unstructured.Unstructured
 	for {
@@ -105,7 +114,7 @@ func manifests() ([]*unstructured.Unstructured, error) {
 			if errors.Is(err, io.EOF) {
 				return objs, nil
 			}
-			return nil, fmt.Errorf("decoding %s: %w", path, err)
+			return nil, fmt.Errorf("decoding manifests: %w", err)
 		}
 		if len(m) > 0 {
 			objs = append(objs, &unstructured.Unstructured{Object: m})

@@ -7,9 +7,7 @@ package install_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,17 +17,17 @@ import (
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/bottlerocket-ops/update-operator/internal/deploy"
 	"github.com/bottlerocket-ops/update-operator/internal/testenv"
 )
 
 const (
-	namespace      = "bottlerocket-update-operator"
-	agentSA        = "bottlerocket-update-agent"
-	controllerSA   = "bottlerocket-update-controller"
+	namespace      = deploy.Namespace
+	agentSA        = deploy.AgentSA
+	controllerSA   = deploy.ControllerSA
 	policyName     = "bottlerocket-update-agent-own-node"
 	testFieldOwner = "install-test"
 )
@@ -54,7 +52,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if manifests, err = decode(rendered); err != nil {
+	if manifests, err = deploy.Decode(rendered); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -88,25 +86,6 @@ func render() ([]byte, error) {
 		return nil, fmt.Errorf("rendering config/default with %s kustomize: %w: %s", kubectl, err, stderr.String())
 	}
 	return stdout.Bytes(), nil
-}
-
-// decode splits a multi-document YAML stream into objects.
-func decode(data []byte) ([]*unstructured.Unstructured, error) {
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-	var objs []*unstructured.Unstructured
-	for {
-		var m map[string]any
-		if err := dec.Decode(&m); err != nil {
-			if errors.Is(err, io.EOF) {
-				return objs, nil
-			}
-			return nil, fmt.Errorf("decoding the rendered manifests: %w", err)
-		}
-		if len(m) == 0 {
-			continue
-		}
-		objs = append(objs, &unstructured.Unstructured{Object: m})
-	}
 }
 
 // find returns the rendered object of the given kind and name.

@@ -27,10 +27,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/internal/deploy"
 )
-
-// nodeNameKey is where a pod-bound service-account token's node shows in the user's extra.
-const nodeNameKey = "authentication.kubernetes.io/node-name"
 
 // outcome is what a request under a component's identity must meet.
 type outcome int
@@ -187,8 +185,8 @@ func TestAgentTokenWithoutNode(t *testing.T) {
 	defer cancel()
 	createBottlerocketNode(ctx, t, "unbound")
 	agent := tokenClient(ctx, t, agentSA, nil)
-	if got, ok := whoAmI(ctx, t, agent).Extra[nodeNameKey]; ok {
-		t.Fatalf("an unbound token carries %s=%v", nodeNameKey, got)
+	if got, ok := whoAmI(ctx, t, agent).Extra[deploy.NodeNameExtra]; ok {
+		t.Fatalf("an unbound token carries %s=%v", deploy.NodeNameExtra, got)
 	}
 	s := step{
 		name: "status.agent with an unbound token",
@@ -352,8 +350,8 @@ func agentOn(ctx context.Context, t *testing.T, node string) client.Client {
 	if want := "system:serviceaccount:" + namespace + ":" + agentSA; user.Username != want {
 		t.Fatalf("the agent's token authenticates as %q, want %q", user.Username, want)
 	}
-	if got := user.Extra[nodeNameKey]; !slices.Equal(got, []string{node}) {
-		t.Fatalf("the pod-bound token carries %s=%v, want [%s] (extra: %v)", nodeNameKey, got, node, user.Extra)
+	if got := user.Extra[deploy.NodeNameExtra]; !slices.Equal(got, []string{node}) {
+		t.Fatalf("the pod-bound token carries %s=%v, want [%s] (extra: %v)", deploy.NodeNameExtra, got, node, user.Extra)
 	}
 	return agent
 }
