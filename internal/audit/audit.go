@@ -28,6 +28,7 @@ type Event struct {
 		Extra    map[string][]string `json:"extra"`
 	} `json:"user"`
 	ObjectRef struct {
+		Namespace   string `json:"namespace"`
 		Resource    string `json:"resource"`
 		Name        string `json:"name"`
 		Subresource string `json:"subresource"`

@@ -65,8 +65,8 @@ type cluster struct {
 	fleet    *fleet.Fleet
 	w        *watcher
 	replicas int32
-	// skipAuditCheck is set by a test that planted agent writes and checked them itself.
-	skipAuditCheck bool
+	// skipAgentCheck is set by a test that planted agent writes and checked them itself.
+	skipAgentCheck bool
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
@@ -129,7 +129,7 @@ func newCluster(t *testing.T, nodes int, hc hostsim.Config) *cluster {
 	}
 	t.Cleanup(cl.fleet.Stop)
 	t.Cleanup(cl.stopController)
-	t.Cleanup(cl.checkAgentWrites)
+	t.Cleanup(cl.checkAudit)
 	cl.runWorkload()
 	return cl
 }
@@ -174,22 +174,6 @@ func (c *cluster) waitWorkloadHealthy() {
 	}
 }
 
-// successfulEvictions counts, per pod, the evictions the API server granted (audit log).
-func (c *cluster) successfulEvictions() map[string]int {
-	c.t.Helper()
-	per := map[string]int{}
-	_, err := audit.Count(c.local.AuditLogPath, func(ev audit.Event) bool {
-		if ev.ObjectRef.Subresource == "eviction" && ev.ResponseStatus.Code == 201 {
-			per[ev.ObjectRef.Name]++
-		}
-		return false
-	})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return per
-}
-
 // startController starts a replica of the controller (a new leader after a crash).
 func (c *cluster) startController() {
 	c.t.Helper()
@@ -217,12 +201,27 @@ func (c *cluster) stopController() {
 	}
 }
 
-// checkAgentWrites checks the API server's audit log: every write under the agents' identity
-// went to the status of the BottlerocketNode of the node its token is bound to, and every
-// node's agent did write its own.
-func (c *cluster) checkAgentWrites() {
+// checkAudit checks the API server's audit log: no pod was evicted twice (an eviction
+// repeated after a restart), every write under the agents' identity went to the status of the
+// BottlerocketNode of the node its token is bound to, and every node's agent did write its own.
+func (c *cluster) checkAudit() {
 	c.t.Helper()
-	if c.skipAuditCheck {
+	evicted := map[string]int{}
+	_, err := audit.Count(c.local.AuditLogPath, func(ev audit.Event) bool {
+		if ev.ObjectRef.Subresource == "eviction" && ev.ResponseStatus.Code == 201 {
+			evicted[ev.ObjectRef.Namespace+"/"+ev.ObjectRef.Name]++
+		}
+		return false
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for pod, n := range evicted {
+		if n > 1 {
+			c.t.Errorf("audit: pod %s was evicted %d times", pod, n)
+		}
+	}
+	if c.skipAgentCheck {
 		return
 	}
 	problems, err := agentWriteViolations(c.local.AuditLogPath, c.fleet)

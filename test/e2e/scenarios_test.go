@@ -192,11 +192,6 @@ func TestChaos(t *testing.T) {
 			t.Errorf("host %s booted %d times, want 2 (one reboot)", n.Name, boots)
 		}
 	}
-	for pod, n := range c.successfulEvictions() {
-		if n > 1 {
-			t.Errorf("pod %s was evicted %d times", pod, n)
-		}
-	}
 	report(t, "chaos", time.Since(start), perNode(time.Second)*4+host.PrepareDuration, c.w.peakUnavailable(), 6)
 }
 
@@ -275,7 +270,7 @@ func TestWatcherCatchesPlantedViolations(t *testing.T) {
 	if len(problems) != 1 || !strings.HasPrefix(problems[0], want) {
 		t.Errorf("audit check: got %q, want one problem starting %q", problems, want)
 	}
-	c.skipAuditCheck = true
+	c.skipAgentCheck = true
 }
 
 func setUnschedulable(t *testing.T, c client.Client, name string, on bool) {
