@@ -23,6 +23,7 @@ help: ## Show this help.
 
 .PHONY: demo
 demo: ## Show a rollout through a simulated Bottlerocket fleet on a local cluster (NODES=20, DEMO_FLAGS=-keep).
+	@echo "==> The first run on a fresh machine takes about 13 minutes on 2 cores: Go modules, this demo, and etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok built from source (then cached). Later runs reach the rollout in under a minute."
 	go run ./hack/demo -nodes $(or $(NODES),20) $(DEMO_FLAGS)
 
 ##@ Local cluster

@@ -38,7 +38,7 @@ export CGO_ENABLED=0 GOFLAGS=-mod=mod
 build_flags=(-trimpath -ldflags=-s\ -w)
 
 log "building ${missing[*]} into ${BIN_DIR}"
-log "first time only: about 5 minutes for etcd + kube-apiserver on 2 cores, ~8 with --all"
+log "first time only: about 5 minutes for etcd + kube-apiserver on 2 cores, ~9 with --all"
 
 # Kubernetes: a wrapper module that requires k8s.io/kubernetes and replaces each staging
 # module (which kubernetes' own go.mod points at ./staging/src/...) by its published release.

@@ -31,6 +31,9 @@ const (
 	KwokVersion = "0.8.0"
 )
 
+// auditLogName is the API server's audit log in the state directory.
+const auditLogName = "audit.log"
+
 // Binaries are the programs a cluster runs, all in one directory.
 var Binaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
 
@@ -45,7 +48,7 @@ const (
 type Options struct {
 	// Dir holds all the cluster's state: certificates, kubeconfigs, etcd data, logs, pid file.
 	// Empty: a temporary directory, removed by Stop. A directory of a previous cluster is reused
-	// after its etcd data is wiped (every Start is a fresh cluster).
+	// after its etcd data and audit log are wiped (every Start is a fresh cluster).
 	Dir string
 	// BinDir holds the binaries (see Binaries); empty: DefaultBinDir().
 	BinDir string
@@ -162,9 +165,12 @@ func (c *Cluster) prepareDir(dir string) error {
 	if alive := running(abs); len(alive) > 0 {
 		return fmt.Errorf("a cluster still runs in %s (%v): stop it first", abs, alive)
 	}
-	// etcd's data is the cluster; the rest is regenerated.
-	if err := os.RemoveAll(filepath.Join(abs, "etcd")); err != nil {
-		return fmt.Errorf("wiping the etcd data of %s: %w", abs, err)
+	// etcd's data is the cluster, the audit log its history: both start afresh; the rest is
+	// regenerated.
+	for _, old := range []string{"etcd", auditLogName} {
+		if err := os.RemoveAll(filepath.Join(abs, old)); err != nil {
+			return fmt.Errorf("wiping %s of %s: %w", old, abs, err)
+		}
 	}
 	for _, sub := range []string{"pki", "logs", "etcd"} {
 		if err := os.MkdirAll(filepath.Join(abs, sub), 0o700); err != nil {

@@ -121,6 +121,7 @@ func newCluster(t *testing.T, nodes int, hc hostsim.Config) *cluster {
 	// The controller labels the nodes, the DaemonSet then runs an agent pod on each, whose
 	// token the node's agent gets.
 	cl.startController()
+	t.Cleanup(cl.stopController)
 	cl.fleet, err = fleet.Start(ctx, e.Config, e.Scheme, fleet.Options{
 		Nodes: nodes, Dir: dir, Host: hc, RefreshInterval: time.Second, Cluster: lc, AgentConfig: in.Agent,
 	})
@@ -128,7 +129,6 @@ func newCluster(t *testing.T, nodes int, hc hostsim.Config) *cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.fleet.Stop)
-	t.Cleanup(cl.stopController)
 	t.Cleanup(cl.checkAudit)
 	cl.runWorkload()
 	return cl
