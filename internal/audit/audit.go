@@ -7,13 +7,21 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
+	"sort"
+	"strings"
 )
 
-// Policy records, at metadata level, every request that changes something.
+// Policy records, at metadata level, every request that changes something, but Lease
+// renewals (every node's heartbeat: most of the volume, and nothing is checked on them).
 const Policy = `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
+- level: None
+  resources:
+  - group: coordination.k8s.io
+    resources: [leases]
 - level: Metadata
   verbs: [create, update, patch, delete, deletecollection]
 - level: None
@@ -38,8 +46,27 @@ type Event struct {
 	} `json:"responseStatus"`
 }
 
-// Count counts the completed requests of an audit log that match.
+// Count counts the completed requests of an audit log that match, oldest first: the backups
+// the API server rotated out (name-timestamp.ext, beside it), then the log itself.
 func Count(path string, match func(Event) bool) (int, error) {
+	ext := filepath.Ext(path)
+	rotated, err := filepath.Glob(strings.TrimSuffix(path, ext) + "-*" + ext)
+	if err != nil {
+		return 0, fmt.Errorf("finding the rotated audit logs: %w", err)
+	}
+	sort.Strings(rotated) // their names end in the time of rotation
+	count := 0
+	for _, file := range append(rotated, path) {
+		n, err := countFile(file, match)
+		if err != nil {
+			return 0, err
+		}
+		count += n
+	}
+	return count, nil
+}
+
+func countFile(path string, match func(Event) bool) (int, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, fmt.Errorf("opening the audit log: %w", err)
@@ -51,11 +78,14 @@ func Count(path string, match func(Event) bool) (int, error) {
 	for sc.Scan() {
 		var ev Event
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			return 0, fmt.Errorf("decoding the audit log: %w", err)
+			return 0, fmt.Errorf("decoding the audit log %s: %w", path, err)
 		}
 		if ev.Stage == "ResponseComplete" && match(ev) {
 			count++
 		}
 	}
-	return count, sc.Err()
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("reading the audit log %s: %w", path, err)
+	}
+	return count, nil
 }

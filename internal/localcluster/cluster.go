@@ -31,8 +31,12 @@ const (
 	KwokVersion = "0.8.0"
 )
 
-// auditLogName is the API server's audit log in the state directory.
-const auditLogName = "audit.log"
+// The API server's audit log in the state directory, and its rotated backups
+// (audit-<time>.log).
+const (
+	auditLogPrefix = "audit"
+	auditLogExt    = ".log"
+)
 
 // Binaries are the programs a cluster runs, all in one directory.
 var Binaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
@@ -167,9 +171,10 @@ func (c *Cluster) prepareDir(dir string) error {
 	}
 	// etcd's data is the cluster, the audit log its history: both start afresh; the rest is
 	// regenerated.
-	for _, old := range []string{"etcd", auditLogName} {
-		if err := os.RemoveAll(filepath.Join(abs, old)); err != nil {
-			return fmt.Errorf("wiping %s of %s: %w", old, abs, err)
+	rotated, _ := filepath.Glob(filepath.Join(abs, auditLogPrefix+"-*"+auditLogExt))
+	for _, old := range append(rotated, filepath.Join(abs, "etcd"), filepath.Join(abs, auditLogPrefix+auditLogExt)) {
+		if err := os.RemoveAll(old); err != nil {
+			return fmt.Errorf("wiping %s: %w", old, err)
 		}
 	}
 	for _, sub := range []string{"pki", "logs", "etcd"} {

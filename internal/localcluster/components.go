@@ -168,7 +168,7 @@ func (c *Cluster) startAPIServer(e *startEnv) (*process, wait.ConditionWithConte
 		if err := os.WriteFile(policy, []byte(e.opts.AuditPolicy), 0o600); err != nil {
 			return nil, nil, fmt.Errorf("writing the audit policy: %w", err)
 		}
-		c.AuditLogPath = filepath.Join(c.Dir, auditLogName)
+		c.AuditLogPath = filepath.Join(c.Dir, auditLogPrefix+auditLogExt)
 		args = append(args, "--audit-policy-file="+policy, "--audit-log-path="+c.AuditLogPath,
 			"--audit-log-mode=blocking")
 	}
