@@ -1,10 +1,11 @@
 // Command demo shows a rollout through a simulated Bottlerocket fleet on this machine: a whole
 // local cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok) running
 // real workloads guarded by PodDisruptionBudgets, simulated Bottlerocket hosts each with a
-// real agent, and the real controller. It applies a policy (a canary wave, then the rest at 20%
+// real agent, and the real controller, the operator installed from dist/install.yaml and its
+// components running under the identities it defines. It applies a policy (a canary wave, then the rest at 20%
 // unavailable with a pause between nodes), makes a new release appear, and shows the rollout
 // live until every node runs it. With -light it runs on etcd + kube-apiserver only, with no
-// workloads.
+// workloads and admin credentials.
 //
 //	go run ./hack/demo [-nodes 20] [-keep] [-light]
 package main
