@@ -234,17 +234,17 @@ func (n *Node) StartAgent() error {
 		return nil
 	}
 	if n.config == nil {
-		n.config = n.fleet.config
+		cfg := n.fleet.config
 		if get := n.fleet.opts.AgentConfig; get != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), agentConfigTimeout)
-			cfg, err := get(ctx, n.Name)
+			var err error
+			cfg, err = get(ctx, n.Name)
 			cancel()
 			if err != nil {
-				n.config = nil
 				return fmt.Errorf("the credentials of the agent of %s: %w", n.Name, err)
 			}
-			n.config = cfg
 		}
+		n.config = cfg
 	}
 	mgr, err := agent.NewManager(n.config, &agent.Agent{
 		NodeName: n.Name, BootIDFile: n.bootID, Clock: clock.RealClock{},

@@ -239,9 +239,9 @@ func (c *Cluster) Stop() {
 	})
 }
 
-// RestartAPIServer kills the API server (SIGKILL: a crash, no graceful goodbye to its clients)
-// and starts it again with the same flags, port and certificates, and waits until it is ready. The cluster's state is etcd's and survives. Not to be
-// called concurrently with Stop.
+// RestartAPIServer kills the API server (SIGKILL: a crash, no graceful goodbye to its clients),
+// starts it again with the same flags, port and certificates, and waits until it is ready. The
+// cluster's state is etcd's and survives. Not to be called concurrently with Stop.
 func (c *Cluster) RestartAPIServer(ctx context.Context) error {
 	for i, p := range c.procs {
 		if p.name != "kube-apiserver" {
