@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
 )
 
 // check is the outcome of one health check: empty when healthy, else why not.
@@ -23,16 +24,6 @@ type check struct {
 }
 
 func (c check) ok() bool { return c.reason == "" }
-
-// nodeReady reports whether the Node's Ready condition is True.
-func nodeReady(node *corev1.Node) bool {
-	for _, c := range node.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
 
 // podsOn lists the pods on a node, straight from the API server: the controller keeps no
 // cluster-wide pod cache, and asks only for nodes being verified or stabilized.
@@ -65,7 +56,7 @@ func ownedByDaemonSet(pod *corev1.Pod) bool {
 // verify is the gate out of Verifying: the Node is Ready, the agent reports the target
 // running, and the node's DaemonSet pods are Ready.
 func (r *RolloutReconciler) verify(ctx context.Context, node *corev1.Node, brn *v1alpha1.BottlerocketNode) (check, error) {
-	if !nodeReady(node) {
+	if !kubeutil.NodeReady(node) {
 		return check{v1alpha1.ReasonNodeNotReady, "waiting for the Node to be Ready"}, nil
 	}
 	if a := brn.Status.Agent; a == nil || a.CurrentVersion != brn.Spec.TargetVersion {
@@ -91,7 +82,7 @@ func (r *RolloutReconciler) verify(ctx context.Context, node *corev1.Node, brn *
 // policy calls blocking is on it, and the PodDisruptionBudgets of the pods evicted from it are
 // back to their desired healthy count.
 func (r *RolloutReconciler) stable(ctx context.Context, node *corev1.Node, brn *v1alpha1.BottlerocketNode, health v1alpha1.HealthSpec) (check, error) {
-	if !nodeReady(node) {
+	if !kubeutil.NodeReady(node) {
 		return check{v1alpha1.ReasonNodeNotReady, "the Node is not Ready"}, nil
 	}
 	blocking := labels.Nothing()

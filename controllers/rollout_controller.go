@@ -23,6 +23,7 @@ import (
 
 	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
 	"github.com/bottlerocket-ops/update-operator/internal/planner"
 )
 
@@ -352,7 +353,7 @@ func (r *RolloutReconciler) otherCapacity(ctx context.Context, nodeName string) 
 	}
 	for i := range nodes.Items {
 		n := &nodes.Items[i]
-		if n.Name != nodeName && !n.Spec.Unschedulable && nodeReady(n) {
+		if n.Name != nodeName && !n.Spec.Unschedulable && kubeutil.NodeReady(n) {
 			return true
 		}
 	}

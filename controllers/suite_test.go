@@ -29,6 +29,7 @@ import (
 	"github.com/bottlerocket-ops/update-operator/agent"
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers"
+	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
 	"github.com/bottlerocket-ops/update-operator/internal/testenv"
 )
 
@@ -488,21 +489,12 @@ func (m *monitor) observe(obj client.Object, deleted bool) {
 	unavailable := 0
 	for n, node := range m.nodes {
 		brn := m.brns[n]
-		notReady := len(node.Status.Conditions) > 0 && !nodeReady(node) // no conditions: not started yet
+		notReady := len(node.Status.Conditions) > 0 && !kubeutil.NodeReady(node) // no conditions: not started yet
 		if node.Spec.Unschedulable || notReady || (brn != nil && brn.Status.Phase.Unavailable()) {
 			unavailable++
 		}
 	}
 	m.maxUnavailable = max(m.maxUnavailable, unavailable)
-}
-
-func nodeReady(node *corev1.Node) bool {
-	for _, c := range node.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // settled waits until the monitor saw every node in phase: its watches may lag behind the

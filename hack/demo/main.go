@@ -45,6 +45,7 @@ import (
 	"github.com/bottlerocket-ops/update-operator/internal/audit"
 	"github.com/bottlerocket-ops/update-operator/internal/deploy"
 	"github.com/bottlerocket-ops/update-operator/internal/fleet"
+	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
 	"github.com/bottlerocket-ops/update-operator/internal/localcluster"
 	"github.com/bottlerocket-ops/update-operator/internal/testenv"
 )
@@ -239,11 +240,7 @@ func (w world) reported() int {
 func (w world) unavailable() int {
 	count := 0
 	for _, n := range w.nodes {
-		ready := false
-		for _, c := range n.Status.Conditions {
-			ready = ready || (c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue)
-		}
-		if n.Spec.Unschedulable || !ready {
+		if kubeutil.NodeUnavailable(n) {
 			count++
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
 )
 
 // implicitWave names the wave of nodes no policy wave claims (the lifecycle contract's "rest").
@@ -297,15 +298,7 @@ func (c *Checker) checkStart(f *fleet, p, i int) []Violation {
 
 // unavailable reports whether a node consumes a disruption slot.
 func unavailable(n Node) bool {
-	if n.Node.Spec.Unschedulable || (n.BRN != nil && n.BRN.Status.Phase.Unavailable()) {
-		return true
-	}
-	for _, c := range n.Node.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status != corev1.ConditionTrue
-		}
-	}
-	return true
+	return kubeutil.NodeUnavailable(n.Node) || (n.BRN != nil && n.BRN.Status.Phase.Unavailable())
 }
 
 // checkDrain checks a node that entered Draining: a window of its wave is open, and the

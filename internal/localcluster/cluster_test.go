@@ -20,7 +20,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/kubectl/pkg/util/podutils"
 	"k8s.io/utils/ptr"
+
+	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
 )
 
 const testNamespace = "default"
@@ -194,7 +197,7 @@ func TestSimulatedReboot(t *testing.T) {
 	}
 	// kwok must leave the node NotReady and its pod not Ready while it reboots.
 	holds(ctx, t, c, node.Name, 3*time.Second, func(n *corev1.Node, p *corev1.Pod) bool {
-		return !nodeReady(n) && !podReady(p) && n.Annotations[RebootAnnotation] == "true"
+		return !kubeutil.NodeReady(n) && !podutils.IsPodReady(p) && n.Annotations[RebootAnnotation] == "true"
 	})
 
 	bootID := NewBootID()
@@ -203,7 +206,7 @@ func TestSimulatedReboot(t *testing.T) {
 	}
 	// Once kwok manages the node again, it keeps it Ready with the new osImage and boot ID.
 	holds(ctx, t, c, node.Name, 3*time.Second, func(n *corev1.Node, p *corev1.Pod) bool {
-		return nodeReady(n) && podReady(p) && n.Annotations[RebootAnnotation] == "" &&
+		return kubeutil.NodeReady(n) && podutils.IsPodReady(p) && n.Annotations[RebootAnnotation] == "" &&
 			n.Status.NodeInfo.OSImage == OSImage("1.26.0") && n.Status.NodeInfo.BootID == bootID
 	})
 }
@@ -223,7 +226,7 @@ func holds(ctx context.Context, t *testing.T, c *Cluster, node string, d time.Du
 		}
 		if !ok(n, p) {
 			return false, fmt.Errorf("node %s: ready=%v annotations=%v nodeInfo=%+v; pod ready=%v",
-				node, nodeReady(n), n.Annotations, n.Status.NodeInfo, podReady(p))
+				node, kubeutil.NodeReady(n), n.Annotations, n.Status.NodeInfo, podutils.IsPodReady(p))
 		}
 		return false, nil
 	})
@@ -243,7 +246,7 @@ func waitReadyPods(ctx context.Context, t *testing.T, c *Cluster, selector strin
 		}
 		ready = ready[:0]
 		for _, p := range list.Items {
-			if p.DeletionTimestamp == nil && podReady(&p) {
+			if p.DeletionTimestamp == nil && podutils.IsPodReady(&p) {
 				ready = append(ready, p)
 			}
 		}
@@ -253,15 +256,6 @@ func waitReadyPods(ctx context.Context, t *testing.T, c *Cluster, selector strin
 		t.Fatalf("waiting for %d Ready pods (%s), %d are: %v", n, selector, len(ready), err)
 	}
 	return ready
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, cond := range p.Status.Conditions {
-		if cond.Type == corev1.PodReady {
-			return cond.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // waitPDB waits until the disruption controller has computed the PDB's status.

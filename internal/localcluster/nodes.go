@@ -16,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
 )
 
 // Variant is the Bottlerocket variant the simulated nodes run.
@@ -118,7 +120,7 @@ func (c *Cluster) WaitNodesReady(ctx context.Context, names ...string) error {
 		}
 		ready = 0
 		for i := range list.Items {
-			if want.Has(list.Items[i].Name) && nodeReady(&list.Items[i]) {
+			if want.Has(list.Items[i].Name) && kubeutil.NodeReady(&list.Items[i]) {
 				ready++
 			}
 		}
@@ -128,15 +130,6 @@ func (c *Cluster) WaitNodesReady(ctx context.Context, names ...string) error {
 		return fmt.Errorf("waiting for %d nodes to be Ready (%d are): %w", want.Len(), ready, err)
 	}
 	return nil
-}
-
-func nodeReady(n *corev1.Node) bool {
-	for _, cond := range n.Status.Conditions {
-		if cond.Type == corev1.NodeReady {
-			return cond.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // BeginReboot simulates a host going down for a reboot: in one write, the Node gets

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
 )
 
 // selectorFor parses a label selector; nil or empty selects everything.
@@ -38,19 +39,9 @@ func observe(nodes []NodeState) []nodeView {
 		if brn := ns.BRN; brn != nil && brn.Status.Agent != nil && brn.Status.Agent.CurrentVersion != "" {
 			v.agent = brn.Status.Agent
 		}
-		v.down = n.Spec.Unschedulable || !ready(n)
+		v.down = kubeutil.NodeUnavailable(n)
 	}
 	return views
-}
-
-// ready reports whether the node's Ready condition is True.
-func ready(n *corev1.Node) bool {
-	for i := range n.Status.Conditions {
-		if c := &n.Status.Conditions[i]; c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // preparePolicies parses every policy's selectors once for the pass.

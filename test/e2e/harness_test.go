@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/kubectl/pkg/util/podutils"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -40,6 +41,7 @@ import (
 	"github.com/bottlerocket-ops/update-operator/internal/deploy"
 	"github.com/bottlerocket-ops/update-operator/internal/fleet"
 	"github.com/bottlerocket-ops/update-operator/internal/invariants"
+	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
 	"github.com/bottlerocket-ops/update-operator/internal/localcluster"
 	"github.com/bottlerocket-ops/update-operator/internal/testenv"
 )
@@ -451,7 +453,7 @@ func (w *watcher) checkWorkloads(ctx context.Context) {
 		ready := 0
 		for i := range pods.Items {
 			p := &pods.Items[i]
-			if p.Namespace == pdb.Namespace && p.DeletionTimestamp.IsZero() && sel.Matches(labels.Set(p.Labels)) && podReady(p) {
+			if p.Namespace == pdb.Namespace && p.DeletionTimestamp.IsZero() && sel.Matches(labels.Set(p.Labels)) && podutils.IsPodReady(p) {
 				ready++
 			}
 		}
@@ -463,15 +465,6 @@ func (w *watcher) checkWorkloads(ctx context.Context) {
 				pdb.Namespace, pdb.Name, ready, pdb.Status.DesiredHealthy))
 		}
 	}
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // entered reports whether b's phase changed since the previous step.
@@ -504,7 +497,7 @@ func (w *watcher) checkInstant(s invariants.Snapshot) {
 			zone := n.Node.Labels[v1alpha1.LabelZone]
 			governed++
 			zones[zone]++
-			if nodeDown(n.Node) {
+			if kubeutil.NodeUnavailable(n.Node) {
 				down++
 				zoneDown[zone]++
 			}
@@ -520,18 +513,6 @@ func (w *watcher) checkInstant(s invariants.Snapshot) {
 			}
 		}
 	}
-}
-
-func nodeDown(n *corev1.Node) bool {
-	if n.Spec.Unschedulable {
-		return true
-	}
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status != corev1.ConditionTrue
-		}
-	}
-	return true
 }
 
 // expect waits until the watcher has reported a violation containing what.
