@@ -71,6 +71,24 @@ var _ = Describe("Draining", func() {
 		Expect(getBRN(Default, node).Annotations).NotTo(HaveKey(v1alpha1.AnnotationEvictedPDBs))
 	})
 
+	It("holds a node found healthy only after health.readyTimeout for stableFor, rather than failing it", func() {
+		f := newFleet()
+		node, _, pdb := f.drainingBlocked(v1alpha1.DrainSpec{GracePeriodSeconds: ptr.To[int64](0)})
+		setDisruptionsAllowed(pdb, 1)
+		expectNode(node, v1alpha1.PhaseRebooting)
+		setPDBHealth(pdb, 0, 1)
+		agentRebooted(node, toVersion)
+		expectNode(node, v1alpha1.PhaseStabilizing, reason(v1alpha1.ReasonPDBUnhealthy))
+
+		By("the workload recovering while the controller is away past the deadline (default readyTimeout 10m)")
+		f.stopController()
+		setPDBHealth(pdb, 1, 1)
+		f.clock.Step(10*time.Minute + stableFor + time.Second)
+		f.startController()
+		expectNode(node, v1alpha1.PhaseStabilizing, reason(v1alpha1.ReasonStabilizing))
+		f.stabilize(node)
+	})
+
 	It("updates a node somebody else cordoned, and leaves it cordoned", func() {
 		f := newFleet()
 		// maxUnavailable 1: the node already counts against the budget, and admitting it takes

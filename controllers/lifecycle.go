@@ -229,13 +229,16 @@ func (r *RolloutReconciler) stepStabilizing(ctx context.Context, f *flight) erro
 		}
 		f.wakeAt(since.Add(stableFor))
 		f.wait(v1alpha1.ReasonStabilizing, fmt.Sprintf("healthy since %s; held for %s", since.UTC().Format(time.RFC3339), stableFor))
-	} else {
-		f.wait(c.reason, c.message)
+		f.poll = true
+		return nil
 	}
+	// Only what is unhealthy now fails at the deadline: a node found healthy late (the
+	// controller was away) is held for stableFor like any other.
 	if f.deadline(durationOr(f.policy.Spec.Health.ReadyTimeout, 10*time.Minute) + stableFor) {
 		f.fail(v1alpha1.ReasonReadyTimeout, "workloads not healthy within health.readyTimeout: "+c.message)
 		return nil
 	}
+	f.wait(c.reason, c.message)
 	f.poll = true
 	return nil
 }
