@@ -16,7 +16,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -205,8 +207,12 @@ func (n *Node) setStatus(ctx context.Context, ready bool, version, bootID string
 	return nil
 }
 
+// mirrorBackoff paces the retries of a reboot's mirror on the Node (about half a minute in
+// all), as a kubelet keeps posting its status while the API server is away or busy.
+var mirrorBackoff = wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Steps: 10, Cap: 5 * time.Second}
+
 // onReboot mirrors a host's reboot on its Node; the agent's pod dies with the host and
-// starts again when it is back.
+// starts again when it is back, whether or not the Node's status could be written.
 func (n *Node) onReboot(ev hostsim.RebootEvent) {
 	ctx := context.Background()
 	logger := log.Log.WithName("fleet").WithValues("node", n.Name)
@@ -214,11 +220,14 @@ func (n *Node) onReboot(ev hostsim.RebootEvent) {
 	switch ev.Phase {
 	case hostsim.RebootDown:
 		go n.StopAgent()
-		err = n.setStatus(ctx, false, ev.FromVersion, ev.OldBootID)
+		err = retry.OnError(mirrorBackoff, func(error) bool { return true }, func() error {
+			return n.setStatus(ctx, false, ev.FromVersion, ev.OldBootID)
+		})
 	case hostsim.RebootUp:
-		if err = n.setStatus(ctx, true, ev.Version, ev.BootID); err == nil {
-			err = n.StartAgent()
-		}
+		err = retry.OnError(mirrorBackoff, func(error) bool { return true }, func() error {
+			return n.setStatus(ctx, true, ev.Version, ev.BootID)
+		})
+		err = errors.Join(err, n.StartAgent())
 		logger.V(1).Info("Host booted", "version", ev.Version, "fellBack", ev.FellBack)
 	}
 	if err != nil {
@@ -246,7 +255,34 @@ func (n *Node) StartAgent() error {
 		}
 		n.config = cfg
 	}
-	mgr, err := agent.NewManager(n.config, &agent.Agent{
+	ctx, cancel := context.WithCancel(context.Background())
+	n.stop, n.done = cancel, make(chan struct{})
+	go n.runAgent(ctx, n.config, n.done)
+	return nil
+}
+
+// runAgent runs the node's agent until ctx ends; whenever the agent fails it is started again
+// after a pause that grows to 10 s, as a kubelet restarts a failed container.
+func (n *Node) runAgent(ctx context.Context, cfg *rest.Config, done chan struct{}) {
+	defer close(done)
+	backoff := wait.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Steps: 5, Cap: 10 * time.Second}
+	for {
+		err := n.agentOnce(ctx, cfg)
+		if ctx.Err() != nil {
+			return
+		}
+		log.Log.WithName("fleet").Error(err, "Agent stopped; starting it again", "node", n.Name)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff.Step()):
+		}
+	}
+}
+
+// agentOnce runs one instance of the node's agent until ctx ends or it fails.
+func (n *Node) agentOnce(ctx context.Context, cfg *rest.Config) error {
+	mgr, err := agent.NewManager(cfg, &agent.Agent{
 		NodeName: n.Name, BootIDFile: n.bootID, Clock: clock.RealClock{},
 		Host: hostapi.New(n.socket, hostapi.WithPollInterval(50*time.Millisecond),
 			hostapi.WithLockBackoff(50*time.Millisecond, time.Second, 0)),
@@ -258,17 +294,12 @@ func (n *Node) StartAgent() error {
 		Logger:  log.Log.WithName("agent").WithValues("node", n.Name),
 	})
 	if err != nil {
-		return fmt.Errorf("starting the agent of %s: %w", n.Name, err)
+		return fmt.Errorf("creating the agent of %s: %w", n.Name, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n.stop, n.done = cancel, make(chan struct{})
-	go func(done chan struct{}) {
-		defer close(done)
-		if err := mgr.Start(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			log.Log.WithName("fleet").Error(err, "Agent stopped", "node", n.Name)
-		}
-	}(n.done)
-	return nil
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("running the agent of %s: %w", n.Name, err)
+	}
+	return errors.New("the agent returned")
 }
 
 // StopAgent stops the node's agent and waits for it to be gone.

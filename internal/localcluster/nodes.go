@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
@@ -185,8 +186,9 @@ func (c *Cluster) reboot(ctx context.Context, node string, readiness corev1.Cond
 		condition(corev1.PodReady, readiness), condition(corev1.ContainersReady, readiness),
 	}}})
 	for _, pod := range pods.Items {
+		// A pod deleted meanwhile (an eviction ending) has no readiness left to set.
 		if _, err := c.Clientset.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.StrategicMergePatchType,
-			podPatch, metav1.PatchOptions{}, "status"); err != nil {
+			podPatch, metav1.PatchOptions{}, "status"); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("setting Pod %s/%s Ready=%s for a simulated reboot: %w", pod.Namespace, pod.Name, readiness, err)
 		}
 	}

@@ -8,15 +8,19 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
+	"go.uber.org/zap/zapcore"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -92,11 +96,7 @@ const workloadNS = "shop"
 // workload.
 func newCluster(t *testing.T, nodes int, hc hostsim.Config) *cluster {
 	t.Helper()
-	// The watcher's verdict is the evidence, not our logs; E2E_LOGS=1 shows them for debugging.
-	ctrl.SetLogger(logr.Discard())
-	if os.Getenv("E2E_LOGS") != "" {
-		ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
-	}
+	logs.start()
 	ctx, cancel := context.WithCancel(context.Background())
 	lc, err := localcluster.Start(ctx, localcluster.Options{AuditLog: true})
 	if err != nil {
@@ -266,8 +266,78 @@ func (c *cluster) waitFor(what string, timeout time.Duration, cond func(world) b
 		return err == nil && cond(w), nil
 	})
 	if err != nil {
-		w, _ := c.look(context.Background())
-		c.t.Fatalf("%s: not within %s\n%s", what, timeout, w)
+		c.fatal(fmt.Sprintf("%s: not within %s", what, timeout))
+	}
+}
+
+// logs holds the running scenario's logs (the operator's, the agents', the fleet's). The
+// watcher's verdict is the evidence, not these logs: a failing wait prints their tail for
+// the nodes concerned; E2E_LOGS=1 prints them all as they come.
+var logs scenarioLogs
+
+type scenarioLogs struct {
+	once sync.Once
+	mu   sync.Mutex
+	buf  bytes.Buffer
+}
+
+// start empties the logs for a new scenario (the first call sets the process's logger).
+func (l *scenarioLogs) start() {
+	l.once.Do(func() {
+		var w io.Writer = l
+		if os.Getenv("E2E_LOGS") != "" {
+			w = io.MultiWriter(os.Stderr, l)
+		}
+		ctrl.SetLogger(zap.New(zap.WriteTo(w), zap.UseDevMode(true), func(o *zap.Options) { o.TimeEncoder = zapcore.ISO8601TimeEncoder }))
+	})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Reset()
+}
+
+func (l *scenarioLogs) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// tail is the last n lines that are errors or name one of nodes.
+func (l *scenarioLogs) tail(n int, nodes []string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var picked []string
+	for line := range strings.Lines(l.buf.String()) {
+		if strings.Contains(line, "\tERROR\t") || slices.ContainsFunc(nodes, func(node string) bool { return strings.Contains(line, `"`+node+`"`) }) {
+			picked = append(picked, line)
+		}
+	}
+	return strings.Join(picked[max(0, len(picked)-n):], "")
+}
+
+// fatal ends the scenario, showing the cluster and the logs of the nodes not settled.
+func (c *cluster) fatal(msg string) {
+	c.t.Helper()
+	w, _ := c.look(context.Background())
+	var nodes []string
+	for _, b := range w.brns {
+		if !settled(b.Status.Phase) {
+			nodes = append(nodes, b.Name)
+		}
+	}
+	c.t.Fatalf("%s\n%s\nlogs (errors, and lines naming those nodes):\n%s", msg, w, logs.tail(60, nodes))
+}
+
+// waitUpdated waits until the rollout converges with every node updated; a node that fails
+// ends the wait at once.
+func (c *cluster) waitUpdated(what string, timeout time.Duration) {
+	c.t.Helper()
+	var failed bool
+	c.waitFor(what, timeout, func(w world) bool {
+		failed = slices.ContainsFunc(w.brns, func(b v1alpha1.BottlerocketNode) bool { return b.Status.Phase == v1alpha1.PhaseFailed })
+		return failed || w.converged(to)
+	})
+	if failed {
+		c.fatal(what + ": a node failed")
 	}
 }
 
@@ -295,19 +365,50 @@ func (c *cluster) look(ctx context.Context) (world, error) {
 	return w, nil
 }
 
+// String lists the nodes that are neither Updated nor waiting their turn in full, and counts
+// the others by phase and reason.
 func (w world) String() string {
 	s := ""
+	counts := map[string]int{}
 	for _, b := range w.brns {
+		if settled(b.Status.Phase) {
+			counts[fmt.Sprintf("%s (%s)", b.Status.Phase, b.Status.Reason)]++
+			continue
+		}
 		v := ""
 		if b.Status.Agent != nil {
 			v = b.Status.Agent.CurrentVersion
 		}
-		s += fmt.Sprintf("  %s %s %s %s/%s %s: %s\n", b.Name, b.Status.Phase, v, b.Spec.Action, b.Spec.TargetVersion, b.Status.Reason, b.Status.Message)
+		s += fmt.Sprintf("  %s %s %s %s/%s %s: %s [Node: %s]\n", b.Name, b.Status.Phase, v, b.Spec.Action, b.Spec.TargetVersion,
+			b.Status.Reason, b.Status.Message, describeNode(w.nodes[b.Name]))
+	}
+	for _, k := range slices.Sorted(maps.Keys(counts)) {
+		s += fmt.Sprintf("  %d nodes %s\n", counts[k], k)
 	}
 	for _, p := range w.policies {
 		s += fmt.Sprintf("  policy %s: %s %s %v\n", p.Name, p.Status.Phase, p.Status.Progress, p.Status.Conditions)
 	}
 	return s
+}
+
+// settled: a node waiting its turn or done, not worth a line of its own in a report.
+func settled(p v1alpha1.NodePhase) bool {
+	return p == v1alpha1.PhaseUpdated || p == v1alpha1.PhasePending || p == v1alpha1.PhaseIdle
+}
+
+// describeNode is what a Node says of its readiness, cordon and simulated reboot.
+func describeNode(n *corev1.Node) string {
+	if n == nil {
+		return "gone"
+	}
+	ready := "no Ready condition"
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			ready = fmt.Sprintf("Ready=%s (%s) since %s", c.Status, c.Reason, c.LastTransitionTime.Format(time.TimeOnly))
+		}
+	}
+	return fmt.Sprintf("%s, unschedulable %v, rebooting %q, boot ID %s", ready, n.Spec.Unschedulable,
+		n.Annotations[localcluster.RebootAnnotation], n.Status.NodeInfo.BootID)
 }
 
 // converged: every node Updated on target, or Failed with a reason; none left cordoned by us.

@@ -48,7 +48,7 @@ func TestOriginalLimitationsFixed(t *testing.T) {
 		pause := 3 * time.Second
 		start := time.Now()
 		c.apply(policy("fleet", v1alpha1.UpdatePolicySpec{MaxUnavailable: ios(intstr.FromInt32(1)), PauseBetweenNodes: dur(pause)}))
-		c.waitFor("the rollout converges", 2*time.Minute, func(w world) bool { return w.converged(to) })
+		c.waitUpdated("the rollout converges", 2*time.Minute)
 		w, _ := c.look(context.Background())
 		// Each node started draining no sooner than the pause after the previous one was Updated.
 		var updated []time.Time
@@ -82,7 +82,7 @@ func TestOriginalLimitationsFixed(t *testing.T) {
 		c.waitFor("the drain says it has no capacity", time.Minute, func(w world) bool {
 			return len(w.brns) == 1 && w.brns[0].Status.Reason == v1alpha1.ReasonNoCapacity
 		})
-		c.waitFor("the single node updates and ends schedulable", 2*time.Minute, func(w world) bool { return w.converged(to) })
+		c.waitUpdated("the single node updates and ends schedulable", 2*time.Minute)
 		report(t, "single node", time.Since(start), perNode(time.Second)+host.PrepareDuration+5*time.Second, c.w.peakUnavailable(), 1)
 	})
 }
@@ -99,7 +99,7 @@ func TestScale(t *testing.T) {
 			{Name: "rest", Nodes: ios(intstr.FromString("100%"))},
 		},
 	}))
-	c.waitFor("100 nodes converge", 10*time.Minute, func(w world) bool { return w.converged(to) })
+	c.waitUpdated("100 nodes converge", 10*time.Minute)
 	// Three slots (one per zone): canary alone, then 30 and 69 nodes three at a time.
 	ideal := perNode(time.Second)*time.Duration(1+10+23) + 3*time.Second + host.PrepareDuration
 	report(t, "scale", time.Since(start), ideal, c.w.peakUnavailable(), 3)
@@ -186,7 +186,7 @@ func TestChaos(t *testing.T) {
 			}
 		}
 	}
-	c.waitFor("the rollout completes through the crashes", 5*time.Minute, func(w world) bool { return w.converged(to) })
+	c.waitUpdated("the rollout completes through the crashes", 5*time.Minute)
 	for _, n := range c.fleet.Nodes {
 		if boots := n.Host.State().Boots; boots != 2 {
 			t.Errorf("host %s booted %d times, want 2 (one reboot)", n.Name, boots)
@@ -206,7 +206,7 @@ func TestWindowClosesMidRollout(t *testing.T) {
 		MaxUnavailable:     ios(intstr.FromInt32(2)),
 		MaintenanceWindows: []v1alpha1.MaintenanceWindow{{Schedule: "* * * * *", Duration: metav1.Duration{Duration: 30 * time.Second}, TimeZone: "UTC"}},
 	}))
-	c.waitFor("the rollout completes across windows", 5*time.Minute, func(w world) bool { return w.converged(to) })
+	c.waitUpdated("the rollout completes across windows", 5*time.Minute)
 	report(t, "windows", time.Since(start), 5*(hc.ActivateDuration+hc.RebootDuration+time.Second), c.w.peakUnavailable(), 2)
 }
 
