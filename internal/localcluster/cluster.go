@@ -240,9 +240,10 @@ func (c *Cluster) Stop() {
 }
 
 // RestartAPIServer kills the API server (SIGKILL: a crash, no graceful goodbye to its clients),
-// starts it again with the same flags, port and certificates, and waits until it is ready. The
-// cluster's state is etcd's and survives. Not to be called concurrently with Stop.
-func (c *Cluster) RestartAPIServer(ctx context.Context) error {
+// calls whileDown if set, starts the API server again with the same flags, port and
+// certificates, and waits until it is ready. The cluster's state is etcd's and survives. Not to
+// be called concurrently with Stop.
+func (c *Cluster) RestartAPIServer(ctx context.Context, whileDown func()) error {
 	for i, p := range c.procs {
 		if p.name != "kube-apiserver" {
 			continue
@@ -250,6 +251,9 @@ func (c *Cluster) RestartAPIServer(ctx context.Context) error {
 		began := time.Now()
 		p.retired.Store(true)
 		p.kill()
+		if whileDown != nil {
+			whileDown()
+		}
 		np, err := p.again()
 		if err != nil {
 			return fmt.Errorf("restarting the API server: %w", err)

@@ -291,7 +291,7 @@ func TestRestartAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := c.PIDs()["kube-apiserver"]
-	if err := c.RestartAPIServer(ctx); err != nil {
+	if err := c.RestartAPIServer(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	if after := c.PIDs()["kube-apiserver"]; after == before || syscall.Kill(before, 0) == nil {
