@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/kubectl/pkg/drain"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -125,18 +126,26 @@ func (r *RolloutReconciler) evictPass(ctx context.Context, node *corev1.Node, sp
 		err := h.EvictPod(*pod, policyv1.SchemeGroupVersion)
 		switch {
 		case err == nil:
-			res.pdbs = append(res.pdbs, r.pdbsOf(ctx, pod)...)
+			res.pdbs = append(res.pdbs, pdbNames(r.pdbsOf(ctx, pod))...)
 		case apierrors.IsNotFound(err):
 		case apierrors.IsTooManyRequests(err):
+			pdbs := r.pdbsOf(ctx, pod)
+			if granted := grantedEviction(pod, pdbs); granted != "" {
+				if err := r.completeEviction(ctx, pod, h.GracePeriodSeconds, granted); err != nil {
+					return res, err
+				}
+				res.pdbs = append(res.pdbs, pdbNames(pdbs)...)
+				continue
+			}
 			if res.reason == "" {
 				res.reason = v1alpha1.ReasonEvictionBlocked
 				res.message = fmt.Sprintf("eviction of pod %s/%s refused: it would violate PodDisruptionBudget %s",
-					pod.Namespace, pod.Name, describePDBs(r.pdbsOf(ctx, pod)))
+					pod.Namespace, pod.Name, describePDBs(pdbNames(pdbs)))
 			}
 		case apierrors.IsInternalError(err) && strings.Contains(err.Error(), "more than one PodDisruptionBudget"):
 			res.reason = v1alpha1.ReasonMultiplePDBs
 			res.message = fmt.Sprintf("pod %s/%s is covered by more than one PodDisruptionBudget (%s); the API server refuses to evict it",
-				pod.Namespace, pod.Name, describePDBs(r.pdbsOf(ctx, pod)))
+				pod.Namespace, pod.Name, describePDBs(pdbNames(r.pdbsOf(ctx, pod))))
 		default:
 			return res, fmt.Errorf("evicting pod %s/%s: %w", pod.Namespace, pod.Name, err)
 		}
@@ -152,21 +161,63 @@ func (r *RolloutReconciler) skipOperatorPods(pod corev1.Pod) drain.PodDeleteStat
 	return drain.MakePodDeleteStatusOkay()
 }
 
-// pdbsOf names ("namespace/name") the PodDisruptionBudgets that select a pod.
-func (r *RolloutReconciler) pdbsOf(ctx context.Context, pod *corev1.Pod) []string {
+// pdbsOf returns the PodDisruptionBudgets that select a pod, as the API server has them.
+func (r *RolloutReconciler) pdbsOf(ctx context.Context, pod *corev1.Pod) []policyv1.PodDisruptionBudget {
 	var pdbs policyv1.PodDisruptionBudgetList
 	if err := r.APIReader.List(ctx, &pdbs, client.InNamespace(pod.Namespace)); err != nil {
 		log.FromContext(ctx).Error(err, "Listing PodDisruptionBudgets", "namespace", pod.Namespace)
 		return nil
 	}
-	var names []string
+	var selecting []policyv1.PodDisruptionBudget
 	for i := range pdbs.Items {
 		sel, err := metav1.LabelSelectorAsSelector(pdbs.Items[i].Spec.Selector)
 		if err == nil && !sel.Empty() && sel.Matches(labels.Set(pod.Labels)) {
-			names = append(names, pdbs.Items[i].Namespace+"/"+pdbs.Items[i].Name)
+			selecting = append(selecting, pdbs.Items[i])
 		}
 	}
+	return selecting
+}
+
+// pdbNames names PodDisruptionBudgets "namespace/name".
+func pdbNames(pdbs []policyv1.PodDisruptionBudget) []string {
+	names := make([]string, len(pdbs))
+	for i := range pdbs {
+		names[i] = pdbs[i].Namespace + "/" + pdbs[i].Name
+	}
 	return names
+}
+
+// grantedEviction names the PodDisruptionBudget that records the pod's eviction as granted
+// (status.disruptedPods, since the pod was created) although the pod is not being deleted, or
+// returns "". The API server grants an eviction in the budget's status and then deletes the
+// pod; if it fails in between (it crashed), the budget counts the pod disrupted and refuses
+// every other eviction until the disruption controller gives up on it, minutes later.
+func grantedEviction(pod *corev1.Pod, pdbs []policyv1.PodDisruptionBudget) string {
+	if pod.DeletionTimestamp != nil {
+		return ""
+	}
+	for i := range pdbs {
+		if at, ok := pdbs[i].Status.DisruptedPods[pod.Name]; ok && !at.Before(&pod.CreationTimestamp) {
+			return pdbs[i].Namespace + "/" + pdbs[i].Name
+		}
+	}
+	return ""
+}
+
+// completeEviction deletes a pod whose eviction was granted but not carried out, as the
+// eviction would have (same pod, same grace period): the budget has already counted it.
+func (r *RolloutReconciler) completeEviction(ctx context.Context, pod *corev1.Pod, gracePeriod int, pdb string) error {
+	opts := metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &pod.UID}}
+	if gracePeriod >= 0 {
+		opts.GracePeriodSeconds = ptr.To(int64(gracePeriod))
+	}
+	err := r.Kube.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, opts)
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("completing the granted eviction of pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	log.FromContext(ctx).Info("Completed an eviction granted but not carried out", "pod", pod.Namespace+"/"+pod.Name,
+		"podDisruptionBudget", pdb)
+	return nil
 }
 
 func describePDBs(names []string) string {

@@ -71,6 +71,25 @@ var _ = Describe("Draining", func() {
 		Expect(getBRN(Default, node).Annotations).NotTo(HaveKey(v1alpha1.AnnotationEvictedPDBs))
 	})
 
+	It("completes an eviction the API server granted but did not carry out, and only that", func(ctx SpecContext) {
+		f := newFleet()
+		node, pod, pdb := f.drainingBlocked(v1alpha1.DrainSpec{GracePeriodSeconds: ptr.To[int64](0)})
+
+		By("an eviction granted to an earlier pod of the same name: still refused, the pod stays")
+		setDisruptedPod(pdb, pod.Name, pod.CreationTimestamp.Add(-time.Hour))
+		f.tick()
+		expectNode(node, v1alpha1.PhaseDraining, reason(v1alpha1.ReasonEvictionBlocked))
+		Consistently(func() bool { return podExists(ctx, pod) }).WithTimeout(time.Second).Should(BeTrue())
+
+		By("an eviction granted to this pod, whose deletion was lost (the API server crashed in between)")
+		setDisruptedPod(pdb, pod.Name, time.Now())
+		f.tick()
+		expectNode(node, v1alpha1.PhaseRebooting, intent(v1alpha1.ActionReboot), func(g Gomega, brn *v1alpha1.BottlerocketNode) {
+			g.Expect(brn.Annotations).To(HaveKeyWithValue(v1alpha1.AnnotationEvictedPDBs, podNS+"/"+pdb.Name))
+		})
+		Expect(podExists(ctx, pod)).To(BeFalse(), "the granted eviction was completed")
+	})
+
 	It("holds a node found healthy only after health.readyTimeout for stableFor, rather than failing it", func() {
 		f := newFleet()
 		node, _, pdb := f.drainingBlocked(v1alpha1.DrainSpec{GracePeriodSeconds: ptr.To[int64](0)})
@@ -120,6 +139,18 @@ var _ = Describe("Draining", func() {
 			intent(v1alpha1.ActionReboot), cordonedByUs(true)),
 	)
 })
+
+// setDisruptedPod records in a PodDisruptionBudget's status that the API server granted the
+// eviction of pod at the given time (disruptions allowed: none left), as its eviction handler does.
+func setDisruptedPod(pdb *policyv1.PodDisruptionBudget, pod string, at time.Time) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(pdb), pdb)).To(Succeed())
+		pdb.Status.DisruptionsAllowed = 0
+		pdb.Status.DisruptedPods = map[string]metav1.Time{pod: metav1.NewTime(at)}
+		g.Expect(k8s.Status().Update(context.Background(), pdb)).To(Succeed())
+	}).Should(Succeed())
+}
 
 // setPDBHealth sets a PodDisruptionBudget's healthy and desired healthy pod counts, as the
 // disruption controller would.

@@ -9,7 +9,8 @@ package controllers
 // +kubebuilder:rbac:groups=updates.bottlerocket.aws,resources=bottlerocketnodes,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=updates.bottlerocket.aws,resources=bottlerocketnodes/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list
+// Pods are deleted only to complete an eviction the API server granted but did not carry out.
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;delete
 // +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
 // +kubebuilder:rbac:groups=apps,resources=daemonsets,verbs=get
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list

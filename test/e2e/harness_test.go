@@ -324,7 +324,30 @@ func (c *cluster) fatal(msg string) {
 			nodes = append(nodes, b.Name)
 		}
 	}
-	c.t.Fatalf("%s\n%s\nlogs (errors, and lines naming those nodes):\n%s", msg, w, logs.tail(60, nodes))
+	c.t.Fatalf("%s\n%s%s\nlogs (errors, and lines naming those nodes):\n%s", msg, w, c.describeWorkload(), logs.tail(60, nodes))
+}
+
+// describeWorkload is the workload's budget as the disruption controller sees it, and its pods
+// that are not Ready.
+func (c *cluster) describeWorkload() string {
+	ctx := context.Background()
+	var pdb policyv1.PodDisruptionBudget
+	var pods corev1.PodList
+	if err := c.env.Client.Get(ctx, client.ObjectKey{Namespace: workloadNS, Name: "web"}, &pdb); err != nil {
+		return fmt.Sprintf("  PodDisruptionBudget %s/web: %v\n", workloadNS, err)
+	}
+	st := pdb.Status
+	s := fmt.Sprintf("  PodDisruptionBudget %s/web: %d healthy of %d desired, %d expected, %d disruptions allowed, disrupted pods %v\n",
+		workloadNS, st.CurrentHealthy, st.DesiredHealthy, st.ExpectedPods, st.DisruptionsAllowed, st.DisruptedPods)
+	if err := c.env.Client.List(ctx, &pods, client.InNamespace(workloadNS)); err != nil {
+		return s + fmt.Sprintf("  pods: %v\n", err)
+	}
+	for i := range pods.Items {
+		if p := &pods.Items[i]; !podutils.IsPodReady(p) || p.DeletionTimestamp != nil {
+			s += fmt.Sprintf("  pod %s on %q: %s, ready %v, deleting %v\n", p.Name, p.Spec.NodeName, p.Status.Phase, podutils.IsPodReady(p), p.DeletionTimestamp != nil)
+		}
+	}
+	return s
 }
 
 // waitUpdated waits until the rollout converges with every node updated; a node that fails
