@@ -212,11 +212,14 @@ func (r *RolloutReconciler) completeEviction(ctx context.Context, pod *corev1.Po
 		opts.GracePeriodSeconds = ptr.To(int64(gracePeriod))
 	}
 	err := r.Kube.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, opts)
-	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+	switch {
+	case err == nil:
+		log.FromContext(ctx).Info("Completed an eviction granted but not carried out", "pod", pod.Namespace+"/"+pod.Name,
+			"podDisruptionBudget", pdb)
+	case apierrors.IsNotFound(err) || apierrors.IsConflict(err): // gone already, or another pod by now
+	default:
 		return fmt.Errorf("completing the granted eviction of pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
-	log.FromContext(ctx).Info("Completed an eviction granted but not carried out", "pod", pod.Namespace+"/"+pod.Name,
-		"podDisruptionBudget", pdb)
 	return nil
 }
 

@@ -207,9 +207,9 @@ func (n *Node) setStatus(ctx context.Context, ready bool, version, bootID string
 	return nil
 }
 
-// mirrorBackoff paces the retries of a reboot's mirror on the Node (about half a minute in
-// all), as a kubelet keeps posting its status while the API server is away or busy.
-var mirrorBackoff = wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Steps: 10, Cap: 5 * time.Second}
+// mirrorBackoff paces the retries of a reboot's mirror on the Node (11 tries over about 20 s),
+// as a kubelet keeps posting its status while the API server is away or busy.
+var mirrorBackoff = wait.Backoff{Duration: 200 * time.Millisecond, Factor: 1.5, Steps: 11}
 
 // onReboot mirrors a host's reboot on its Node; the agent's pod dies with the host and
 // starts again when it is back, whether or not the Node's status could be written.
