@@ -18,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -63,13 +62,14 @@ type Node struct {
 	Name string
 	Host *hostsim.Host
 
-	fleet  *Fleet
-	socket string
-	bootID string
-	mu     sync.Mutex
-	config *rest.Config // the agent's credentials, once obtained
-	stop   context.CancelFunc
-	done   chan struct{}
+	fleet   *Fleet
+	socket  string
+	bootID  string
+	reboots chan hostsim.RebootEvent // from the host, to mirrorReboots
+	mu      sync.Mutex
+	config  *rest.Config // the agent's credentials, once obtained
+	stop    context.CancelFunc
+	done    chan struct{}
 }
 
 // Fleet is a running simulated fleet.
@@ -80,6 +80,10 @@ type Fleet struct {
 	config *rest.Config
 	scheme *runtime.Scheme
 	client client.Client
+	// ctx ends when the fleet stops: the Nodes' reboot mirrors give up.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // Start creates the Nodes, starts their hosts and agents.
@@ -89,6 +93,7 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, opts O
 		return nil, fmt.Errorf("creating the fleet's client: %w", err)
 	}
 	f := &Fleet{opts: opts, config: cfg, scheme: scheme, client: c}
+	f.ctx, f.cancel = context.WithCancel(context.Background())
 	names := make([]string, opts.Nodes)
 	for i := range names {
 		names[i] = fmt.Sprintf("%s-%02d", opts.Prefix, i)
@@ -100,14 +105,21 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, opts O
 	}
 	for i, name := range names {
 		n := &Node{
-			Name:   name,
-			fleet:  f,
-			socket: filepath.Join(opts.Dir, fmt.Sprintf("%d.sock", i)),
-			bootID: filepath.Join(opts.Dir, fmt.Sprintf("%d.boot", i)),
+			Name:    name,
+			fleet:   f,
+			socket:  filepath.Join(opts.Dir, fmt.Sprintf("%d.sock", i)),
+			bootID:  filepath.Join(opts.Dir, fmt.Sprintf("%d.boot", i)),
+			reboots: make(chan hostsim.RebootEvent, 4),
 		}
+		f.wg.Go(n.mirrorReboots)
 		hc := opts.Host
 		hc.BootIDFile = n.bootID
-		hc.OnReboot = n.onReboot
+		hc.OnReboot = func(ev hostsim.RebootEvent) {
+			select {
+			case n.reboots <- ev:
+			case <-f.ctx.Done():
+			}
+		}
 		n.Host = hostsim.New(hc)
 		if err := n.Host.Start(n.socket); err != nil {
 			f.Stop()
@@ -139,6 +151,8 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, opts O
 
 // Stop stops every agent and host.
 func (f *Fleet) Stop() {
+	f.cancel()
+	f.wg.Wait()
 	for _, n := range f.Nodes {
 		n.StopAgent()
 		n.Host.Close()
@@ -211,28 +225,52 @@ func (n *Node) setStatus(ctx context.Context, ready bool, version, bootID string
 // as a kubelet keeps posting its status while the API server is away or busy.
 var mirrorBackoff = wait.Backoff{Duration: 200 * time.Millisecond, Factor: 1.5, Steps: 11}
 
-// onReboot mirrors a host's reboot on its Node; the agent's pod dies with the host and
+// mirrorReboots mirrors the host's reboots on its Node, in order, until the fleet stops. It
+// runs apart from the host, as a kubelet does: a host goes down and comes back whether or not
+// its Node's status can be written.
+func (n *Node) mirrorReboots() {
+	for {
+		select {
+		case <-n.fleet.ctx.Done():
+			return
+		case ev := <-n.reboots:
+			n.mirror(n.fleet.ctx, ev)
+		}
+	}
+}
+
+// mirror mirrors one step of a reboot on the Node; the agent's pod dies with the host and
 // starts again when it is back, whether or not the Node's status could be written.
-func (n *Node) onReboot(ev hostsim.RebootEvent) {
-	ctx := context.Background()
+func (n *Node) mirror(ctx context.Context, ev hostsim.RebootEvent) {
 	logger := log.Log.WithName("fleet").WithValues("node", n.Name)
 	var err error
 	switch ev.Phase {
 	case hostsim.RebootDown:
-		go n.StopAgent()
-		err = retry.OnError(mirrorBackoff, func(error) bool { return true }, func() error {
-			return n.setStatus(ctx, false, ev.FromVersion, ev.OldBootID)
-		})
+		n.StopAgent()
+		err = n.retry(ctx, func() error { return n.setStatus(ctx, false, ev.FromVersion, ev.OldBootID) })
 	case hostsim.RebootUp:
-		err = retry.OnError(mirrorBackoff, func(error) bool { return true }, func() error {
-			return n.setStatus(ctx, true, ev.Version, ev.BootID)
-		})
-		err = errors.Join(err, n.StartAgent())
+		err = n.retry(ctx, func() error { return n.setStatus(ctx, true, ev.Version, ev.BootID) })
+		if ctx.Err() == nil {
+			err = errors.Join(err, n.StartAgent())
+		}
 		logger.V(1).Info("Host booted", "version", ev.Version, "fellBack", ev.FellBack)
 	}
 	if err != nil {
 		logger.Error(err, "Mirroring a reboot on the Node")
 	}
+}
+
+// retry calls write until it succeeds, paced by mirrorBackoff, or until ctx ends.
+func (n *Node) retry(ctx context.Context, write func() error) error {
+	var last error
+	err := wait.ExponentialBackoffWithContext(ctx, mirrorBackoff, func(context.Context) (bool, error) {
+		last = write()
+		return last == nil, nil
+	})
+	if err != nil && last != nil {
+		return last
+	}
+	return err
 }
 
 // StartAgent starts the node's agent (a new pod of the DaemonSet).
