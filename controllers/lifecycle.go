@@ -221,7 +221,8 @@ func (r *RolloutReconciler) stepStabilizing(ctx context.Context, f *flight) erro
 	}
 	apimeta.SetStatusCondition(&f.brn.Status.Conditions, healthy)
 	stableFor := durationOr(f.policy.Spec.Health.StableFor, time.Minute)
-	if c.ok() {
+	switch {
+	case c.ok():
 		since := apimeta.FindStatusCondition(f.brn.Status.Conditions, conditionHealthy).LastTransitionTime.Time
 		if !f.now.Before(since.Add(stableFor)) {
 			f.move(v1alpha1.PhaseUpdated, v1alpha1.ActionNone, v1alpha1.ReasonUpToDate, "updated to "+f.brn.Spec.TargetVersion)
@@ -229,16 +230,14 @@ func (r *RolloutReconciler) stepStabilizing(ctx context.Context, f *flight) erro
 		}
 		f.wakeAt(since.Add(stableFor))
 		f.wait(v1alpha1.ReasonStabilizing, fmt.Sprintf("healthy since %s; held for %s", since.UTC().Format(time.RFC3339), stableFor))
-		f.poll = true
-		return nil
-	}
 	// Only what is unhealthy now fails at the deadline: a node found healthy late (the
 	// controller was away) is held for stableFor like any other.
-	if f.deadline(durationOr(f.policy.Spec.Health.ReadyTimeout, 10*time.Minute) + stableFor) {
+	case f.deadline(durationOr(f.policy.Spec.Health.ReadyTimeout, 10*time.Minute) + stableFor):
 		f.fail(v1alpha1.ReasonReadyTimeout, "workloads not healthy within health.readyTimeout: "+c.message)
 		return nil
+	default:
+		f.wait(c.reason, c.message)
 	}
-	f.wait(c.reason, c.message)
 	f.poll = true
 	return nil
 }

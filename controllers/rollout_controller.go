@@ -353,7 +353,7 @@ func (r *RolloutReconciler) otherCapacity(ctx context.Context, nodeName string) 
 	}
 	for i := range nodes.Items {
 		n := &nodes.Items[i]
-		if n.Name != nodeName && !n.Spec.Unschedulable && kubeutil.NodeReady(n) {
+		if n.Name != nodeName && !kubeutil.NodeUnavailable(n) {
 			return true
 		}
 	}

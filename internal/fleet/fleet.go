@@ -247,9 +247,9 @@ func (n *Node) mirror(ctx context.Context, ev hostsim.RebootEvent) {
 	switch ev.Phase {
 	case hostsim.RebootDown:
 		n.StopAgent()
-		err = n.retry(ctx, func() error { return n.setStatus(ctx, false, ev.FromVersion, ev.OldBootID) })
+		err = retryWrite(ctx, func() error { return n.setStatus(ctx, false, ev.FromVersion, ev.OldBootID) })
 	case hostsim.RebootUp:
-		err = n.retry(ctx, func() error { return n.setStatus(ctx, true, ev.Version, ev.BootID) })
+		err = retryWrite(ctx, func() error { return n.setStatus(ctx, true, ev.Version, ev.BootID) })
 		if ctx.Err() == nil {
 			err = errors.Join(err, n.StartAgent())
 		}
@@ -260,8 +260,8 @@ func (n *Node) mirror(ctx context.Context, ev hostsim.RebootEvent) {
 	}
 }
 
-// retry calls write until it succeeds, paced by mirrorBackoff, or until ctx ends.
-func (n *Node) retry(ctx context.Context, write func() error) error {
+// retryWrite calls write until it succeeds, paced by mirrorBackoff, or until ctx ends.
+func retryWrite(ctx context.Context, write func() error) error {
 	var last error
 	err := wait.ExponentialBackoffWithContext(ctx, mirrorBackoff, func(context.Context) (bool, error) {
 		last = write()
