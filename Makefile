@@ -40,7 +40,7 @@ cluster-down: ## Stop a local cluster left behind in .cluster.
 .PHONY: test-cluster
 test-cluster: ## Run the local-cluster tests (builds the five binaries once).
 	@hack/controlplane.sh --all >/dev/null
-	go test ./internal/localcluster/ -count=1 -v
+	go test ./test/framework/localcluster/ -count=1 -v
 
 ##@ Development
 

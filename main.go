@@ -6,16 +6,22 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/bottlerocket-ops/update-operator/agent"
+	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
 	updatesv1alpha1 "github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/controllers"
 )
 
 var scheme = runtime.NewScheme()
@@ -85,4 +91,49 @@ func serve(mgr ctrl.Manager) error {
 		return fmt.Errorf("adding the readiness check: %w", err)
 	}
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// runController runs the cluster-wide controller until the process is signalled.
+func runController(o options) error {
+	mgr, err := controllers.NewManager(ctrl.GetConfigOrDie(), controllers.Options{
+		ControllerNode:    os.Getenv("NODE_NAME"),
+		OperatorNamespace: o.operatorNamespace,
+	}, ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
+		HealthProbeBindAddress:  o.probeAddr,
+		LeaderElection:          o.leaderElect,
+		LeaderElectionID:        controllers.LeaderElectionID,
+		LeaderElectionNamespace: o.leaderElectionNS,
+	})
+	if err != nil {
+		return err
+	}
+	return serve(mgr)
+}
+
+// runAgent runs the per-node agent until the process is signalled.
+func runAgent(o options) error {
+	if o.nodeName == "" {
+		return fmt.Errorf("the agent needs its node's name: set NODE_NAME or -node-name")
+	}
+	refresh, err := time.ParseDuration(o.agentRefreshInterval)
+	if err != nil || refresh <= 0 {
+		return fmt.Errorf("invalid -refresh-interval %q: want a positive duration such as 30m", o.agentRefreshInterval)
+	}
+	mgr, err := agent.NewManager(ctrl.GetConfigOrDie(), &agent.Agent{
+		Host:            hostapi.New(o.apiSocket),
+		NodeName:        o.nodeName,
+		BootIDFile:      o.bootIDFile,
+		Clock:           clock.RealClock{},
+		RefreshInterval: refresh,
+	}, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: o.metricsAddr},
+		HealthProbeBindAddress: o.probeAddr,
+	})
+	if err != nil {
+		return err
+	}
+	return serve(mgr)
 }

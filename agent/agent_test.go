@@ -8,9 +8,9 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
-	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
-	"github.com/bottlerocket-ops/update-operator/internal/audit"
+	"github.com/bottlerocket-ops/update-operator/test/framework/audit"
+	"github.com/bottlerocket-ops/update-operator/test/framework/hostsim"
 )
 
 const hour = time.Hour

@@ -13,7 +13,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 )
 
@@ -45,7 +44,7 @@ func (a *Agent) publish(ctx context.Context, previous, report *v1alpha1.AgentSta
 // newestFirst returns at most limit versions, newest first.
 func newestFirst(versions []string, limit int) []string {
 	out := append([]string(nil), versions...)
-	sort.SliceStable(out, func(i, j int) bool { return hostapi.CompareVersions(out[i], out[j]) > 0 })
+	sort.SliceStable(out, func(i, j int) bool { return v1alpha1.CompareVersions(out[i], out[j]) > 0 })
 	if len(out) > limit {
 		out = out[:limit]
 	}

@@ -20,9 +20,9 @@ import (
 
 	"github.com/bottlerocket-ops/update-operator/agent"
 	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
-	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
-	"github.com/bottlerocket-ops/update-operator/internal/testenv"
+	"github.com/bottlerocket-ops/update-operator/test/framework/hostsim"
+	"github.com/bottlerocket-ops/update-operator/test/framework/testenv"
 )
 
 var env *testenv.Env

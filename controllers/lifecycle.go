@@ -12,7 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/sets"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
-	"github.com/bottlerocket-ops/update-operator/internal/planner"
+	"github.com/bottlerocket-ops/update-operator/controllers/internal/planner"
 )
 
 // stagingTimeout bounds Staging: a download that takes longer has failed.

@@ -4,7 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	"github.com/bottlerocket-ops/update-operator/internal/planner"
+	"github.com/bottlerocket-ops/update-operator/controllers/internal/planner"
 )
 
 var (

@@ -13,7 +13,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 )
 
@@ -64,7 +63,7 @@ func (r *NodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	if !ok || !node.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil
 	}
-	supported := hostapi.CompareVersions(version, minSupportedVersion) >= 0
+	supported := v1alpha1.CompareVersions(version, minSupportedVersion) >= 0
 	if supported && node.Labels[v1alpha1.LabelInterfaceVersion] != v1alpha1.InterfaceVersion {
 		patch := client.MergeFrom(node.DeepCopy())
 		if node.Labels == nil {

@@ -12,7 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
-	"github.com/bottlerocket-ops/update-operator/internal/planner"
+	"github.com/bottlerocket-ops/update-operator/controllers/internal/planner"
 )
 
 // writePolicyStatus computes the policy's status from the plan and writes it if it changed.

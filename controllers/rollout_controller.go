@@ -21,10 +21,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/controllers/internal/planner"
 	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
-	"github.com/bottlerocket-ops/update-operator/internal/planner"
 )
 
 // policyFinalizer lets a deleted UpdatePolicy release what it holds (cordons, intents) first.
@@ -105,7 +104,7 @@ func (r *RolloutReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 	in := planner.Input{Now: now, Policies: active, ControllerNode: r.ControllerNode}
 	for i := range nodes.Items {
 		n := &nodes.Items[i]
-		if version, ok := bottlerocketVersion(n); ok && hostapi.CompareVersions(version, minSupportedVersion) >= 0 {
+		if version, ok := bottlerocketVersion(n); ok && v1alpha1.CompareVersions(version, minSupportedVersion) >= 0 {
 			in.Nodes = append(in.Nodes, planner.NodeState{Node: n, BRN: byName[n.Name]})
 		}
 	}

@@ -30,7 +30,7 @@ import (
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers"
 	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
-	"github.com/bottlerocket-ops/update-operator/internal/testenv"
+	"github.com/bottlerocket-ops/update-operator/test/framework/testenv"
 )
 
 // The versions every simulated fleet starts from and moves to.

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
-	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
+	"github.com/bottlerocket-ops/update-operator/test/framework/hostsim"
 )
 
 type env struct {

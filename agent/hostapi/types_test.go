@@ -86,31 +86,6 @@ func TestDecodeStatusRejects(t *testing.T) {
 	}
 }
 
-func TestCompareVersions(t *testing.T) {
-	for _, tc := range []struct {
-		a, b string
-		want int
-	}{
-		{"1.26.1", "1.26.1", 0},
-		{"v1.26.1", "1.26.1", 0},
-		{"1.26", "1.26.0", 0},
-		{"1.26.0", "1.26.1", -1},
-		{"1.9.0", "1.10.0", -1},
-		{"2.0.0", "1.99.99", 1},
-		{"1.26.01", "1.26.1", 0},
-		{"1.26.1-rc1", "1.26.1", 1},
-		{"99999999999999999999.0", "1.0", 1},
-		{"", "0.0.0", 0},
-		{"", "0.0.1", -1},
-	} {
-		if got := CompareVersions(tc.a, tc.b); got != tc.want {
-			t.Errorf("CompareVersions(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
-		}
-		if got := CompareVersions(tc.b, tc.a); got != -tc.want {
-			t.Errorf("CompareVersions(%q, %q) = %d, want %d", tc.b, tc.a, got, -tc.want)
-		}
-	}
-}
 
 // FuzzDecodeStatus checks that no document makes the decoder panic, and that
 // what it accepts survives a round trip through the wire format.

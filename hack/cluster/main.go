@@ -19,7 +19,7 @@ import (
 	"github.com/go-logr/logr"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/bottlerocket-ops/update-operator/internal/localcluster"
+	"github.com/bottlerocket-ops/update-operator/test/framework/localcluster"
 )
 
 func main() {

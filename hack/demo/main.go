@@ -39,15 +39,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers"
-	"github.com/bottlerocket-ops/update-operator/internal/audit"
-	"github.com/bottlerocket-ops/update-operator/internal/deploy"
-	"github.com/bottlerocket-ops/update-operator/internal/fleet"
 	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
-	"github.com/bottlerocket-ops/update-operator/internal/localcluster"
-	"github.com/bottlerocket-ops/update-operator/internal/testenv"
+	"github.com/bottlerocket-ops/update-operator/test/framework/audit"
+	"github.com/bottlerocket-ops/update-operator/test/framework/deploy"
+	"github.com/bottlerocket-ops/update-operator/test/framework/fleet"
+	"github.com/bottlerocket-ops/update-operator/test/framework/hostsim"
+	"github.com/bottlerocket-ops/update-operator/test/framework/localcluster"
+	"github.com/bottlerocket-ops/update-operator/test/framework/testenv"
 )
 
 const (

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
+	"github.com/bottlerocket-ops/update-operator/test/framework/hostsim"
 )
 
 func main() {

@@ -19,9 +19,9 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
-	"github.com/bottlerocket-ops/update-operator/internal/testenv"
+	"github.com/bottlerocket-ops/update-operator/test/framework/hostsim"
+	"github.com/bottlerocket-ops/update-operator/test/framework/testenv"
 )
 
 // BenchmarkAgentIdleRSS starts the real binary in -agent mode against a real API server and a

@@ -20,8 +20,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
-	"github.com/bottlerocket-ops/update-operator/internal/audit"
-	"github.com/bottlerocket-ops/update-operator/internal/testenv"
+	"github.com/bottlerocket-ops/update-operator/test/framework/audit"
+	"github.com/bottlerocket-ops/update-operator/test/framework/testenv"
 )
 
 // BenchmarkController5000 runs the real binary in -controller mode against a real API server

@@ -21,8 +21,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/bottlerocket-ops/update-operator/internal/deploy"
-	"github.com/bottlerocket-ops/update-operator/internal/testenv"
+	"github.com/bottlerocket-ops/update-operator/test/framework/deploy"
+	"github.com/bottlerocket-ops/update-operator/test/framework/testenv"
 )
 
 const (

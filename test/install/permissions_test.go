@@ -27,7 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
-	"github.com/bottlerocket-ops/update-operator/internal/deploy"
+	"github.com/bottlerocket-ops/update-operator/test/framework/deploy"
 )
 
 // outcome is what a request under a component's identity must meet.

@@ -32,8 +32,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bottlerocket-ops/update-operator/controllers"
-	"github.com/bottlerocket-ops/update-operator/internal/audit"
-	"github.com/bottlerocket-ops/update-operator/internal/testenv"
+	"github.com/bottlerocket-ops/update-operator/test/framework/audit"
+	"github.com/bottlerocket-ops/update-operator/test/framework/testenv"
 )
 
 // Names the install manifests give the operator's namespace and identities.

@@ -108,7 +108,7 @@ func (pp *policyPass) resolveTarget() string {
 	for _, i := range pp.members {
 		if a := pp.agent(i); a != nil {
 			for _, v := range a.AvailableVersions {
-				if newest == "" || compareVersions(v, newest) > 0 {
+				if newest == "" || v1alpha1.CompareVersions(v, newest) > 0 {
 					newest = v
 				}
 			}
@@ -280,35 +280,4 @@ func RetryBackoff(failures int32) time.Duration {
 		return maxBackoff
 	}
 	return min(time.Duration(1<<failures)*time.Minute, maxBackoff)
-}
-
-// compareVersions compares dotted numeric versions such as 1.26.1 field by field,
-// numerically; a missing field counts as 0, a non-digit ends a field.
-func compareVersions(a, b string) int {
-	for a != "" || b != "" {
-		var x, y int
-		x, a = versionField(a)
-		y, b = versionField(b)
-		if x != y {
-			if x < y {
-				return -1
-			}
-			return 1
-		}
-	}
-	return 0
-}
-
-// versionField splits the leading numeric field off a dotted version.
-func versionField(s string) (int, string) {
-	n, i := 0, 0
-	for ; i < len(s) && s[i] != '.'; i++ {
-		if c := s[i]; c >= '0' && c <= '9' && n < 1<<40 {
-			n = n*10 + int(c-'0')
-		}
-	}
-	if i < len(s) {
-		i++
-	}
-	return n, s[i:]
 }

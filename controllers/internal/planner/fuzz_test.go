@@ -8,7 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
-	"github.com/bottlerocket-ops/update-operator/internal/invariants"
+	"github.com/bottlerocket-ops/update-operator/test/framework/invariants"
 )
 
 // fuzzBytes hands out fuzz input one choice at a time; past its end every choice is 0.

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
+	"github.com/bottlerocket-ops/update-operator/test/framework/hostsim"
 )
 
 type rawImage struct {
@@ -438,7 +438,7 @@ func TestFail500(t *testing.T) {
 // TestReferenceFixtures decodes the reference documents with plain
 // encoding/json and checks that the simulator sends the same fields.
 func TestReferenceFixtures(t *testing.T) {
-	paths, _ := filepath.Glob("../hostapi/testdata/*.json")
+	paths, _ := filepath.Glob("../../../agent/hostapi/testdata/*.json")
 	if len(paths) == 0 {
 		t.Fatal("no fixtures")
 	}

@@ -516,13 +516,3 @@ func TestRetryBackoff(t *testing.T) {
 	}
 }
 
-func TestCompareVersions(t *testing.T) {
-	for _, c := range []struct {
-		a, b string
-		want int
-	}{{"1.20.10", "1.20.9", 1}, {"1.9.0", "1.10.0", -1}, {"1.2", "1.2.0", 0}, {"2.0.0", "1.99.99", 1}} {
-		if got := compareVersions(c.a, c.b); got != c.want {
-			t.Errorf("compare(%s, %s) = %d, want %d", c.a, c.b, got, c.want)
-		}
-	}
-}

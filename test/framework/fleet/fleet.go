@@ -26,8 +26,8 @@ import (
 
 	"github.com/bottlerocket-ops/update-operator/agent"
 	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
-	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
-	"github.com/bottlerocket-ops/update-operator/internal/localcluster"
+	"github.com/bottlerocket-ops/update-operator/test/framework/hostsim"
+	"github.com/bottlerocket-ops/update-operator/test/framework/localcluster"
 )
 
 // Options describe a simulated fleet.

@@ -13,7 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
-	"github.com/bottlerocket-ops/update-operator/internal/invariants"
+	"github.com/bottlerocket-ops/update-operator/test/framework/invariants"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")

@@ -21,7 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/bottlerocket-ops/update-operator/internal/audit"
+	"github.com/bottlerocket-ops/update-operator/test/framework/audit"
 )
 
 // Versions of the binaries, as hack/controlplane.sh names their cache directory.

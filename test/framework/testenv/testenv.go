@@ -22,7 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	updatesv1alpha1 "github.com/bottlerocket-ops/update-operator/api/v1alpha1"
-	"github.com/bottlerocket-ops/update-operator/internal/audit"
+	"github.com/bottlerocket-ops/update-operator/test/framework/audit"
 )
 
 // Env is a running control plane with the project's CRDs installed.
@@ -54,7 +54,7 @@ func WithAuditLog(dir string) Option {
 // RepoRoot is the root of this repository.
 func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
 }
 
 // Scheme returns a scheme with the built-in and the project's types.

@@ -8,7 +8,7 @@ import (
 	"k8s.io/client-go/discovery"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/bottlerocket-ops/update-operator/internal/testenv"
+	"github.com/bottlerocket-ops/update-operator/test/framework/testenv"
 )
 
 // TestControlPlane proves the test pipeline: a real API server answers, and the CRDs generated

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
+	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 )
 
 // Release is a version the update repository offers.
@@ -421,11 +422,11 @@ func (h *Host) chooseLocked(listed []Release) *hostapi.Image {
 	for i, r := range listed {
 		switch {
 		case lock != hostapi.VersionLockLatest:
-			if hostapi.CompareVersions(r.Version, lock) == 0 && hostapi.CompareVersions(r.Version, running) != 0 {
+			if v1alpha1.CompareVersions(r.Version, lock) == 0 && v1alpha1.CompareVersions(r.Version, running) != 0 {
 				return h.image(r.Version)
 			}
 		case r.Withheld && !ignoreWaves:
-		case hostapi.CompareVersions(r.Version, running) > 0 && (best == nil || hostapi.CompareVersions(r.Version, best.Version) > 0):
+		case v1alpha1.CompareVersions(r.Version, running) > 0 && (best == nil || v1alpha1.CompareVersions(r.Version, best.Version) > 0):
 			best = &listed[i]
 		}
 	}
@@ -518,7 +519,7 @@ func (h *Host) finishLocked(cmd hostapi.CommandType, fail bool, stderr string) {
 	case cmd == hostapi.CommandRefresh:
 		h.listed = append([]Release(nil), h.repo...)
 		sort.SliceStable(h.listed, func(i, j int) bool {
-			return hostapi.CompareVersions(h.listed[i].Version, h.listed[j].Version) > 0
+			return v1alpha1.CompareVersions(h.listed[i].Version, h.listed[j].Version) > 0
 		})
 		h.chosen = h.chooseLocked(h.listed)
 		if h.state == hostapi.StateIdle || h.state == hostapi.StateAvailable {

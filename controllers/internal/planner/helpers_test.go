@@ -9,7 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
-	"github.com/bottlerocket-ops/update-operator/internal/invariants"
+	"github.com/bottlerocket-ops/update-operator/test/framework/invariants"
 )
 
 // t0 is a Monday noon in UTC; every test counts time from fixed instants.

@@ -12,11 +12,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
-	"github.com/bottlerocket-ops/update-operator/agent/hostsim"
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
-	"github.com/bottlerocket-ops/update-operator/internal/localcluster"
-	"github.com/bottlerocket-ops/update-operator/internal/testenv"
+	"github.com/bottlerocket-ops/update-operator/test/framework/hostsim"
+	"github.com/bottlerocket-ops/update-operator/test/framework/localcluster"
+	"github.com/bottlerocket-ops/update-operator/test/framework/testenv"
 )
 
 // A host that comes back from a reboot while the API server is down: once the API server is
