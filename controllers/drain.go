@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/controllers/internal/planner"
 )
 
 // cordon records that the operator cordons the node, cordons it, and asks autoscalers to
@@ -72,21 +74,31 @@ func (r *RolloutReconciler) release(ctx context.Context, node *corev1.Node, keep
 	return true, nil
 }
 
-// drainResult is the outcome of one eviction pass.
-type drainResult struct {
-	// remaining counts the pods still to go.
-	remaining int
-	// reason and message say what holds the drain up, when something does.
-	reason  v1alpha1.Reason
-	message string
-	// pdbs are the PodDisruptionBudgets of the pods evicted in this pass ("namespace/name"):
-	// they must be healthy again before the node counts as Updated.
-	pdbs []string
-}
-
 // evictPass makes one eviction pass over the node's pods, through the Eviction API so that
 // PodDisruptionBudgets hold. It never waits: the reconcile comes back for the next pass.
-func (r *RolloutReconciler) evictPass(ctx context.Context, node *corev1.Node, spec v1alpha1.DrainSpec, capacity bool) (drainResult, error) {
+func (r *RolloutReconciler) evictPass(ctx context.Context, node *corev1.Node, spec v1alpha1.DrainSpec) (planner.DrainEvidence, error) {
+	h, err := r.drainer(ctx, spec)
+	if err != nil {
+		return planner.DrainEvidence{}, err
+	}
+	list, errs := h.GetPodsForDeletion(node.Name)
+	if len(errs) > 0 {
+		return planner.DrainEvidence{}, fmt.Errorf("listing the pods of Node %s: %w", node.Name, errors.Join(errs...))
+	}
+	pods := list.Pods()
+	res := planner.DrainEvidence{Remaining: len(pods)}
+	for i := range pods {
+		if pod := &pods[i]; pod.DeletionTimestamp.IsZero() { // else going already
+			if err := r.evict(ctx, h, pod, &res); err != nil {
+				return res, err
+			}
+		}
+	}
+	return res, nil
+}
+
+// drainer is kubectl's drain helper set up with the policy's drain rules.
+func (r *RolloutReconciler) drainer(ctx context.Context, spec v1alpha1.DrainSpec) (*drain.Helper, error) {
 	h := &drain.Helper{
 		Ctx:                 ctx,
 		Client:              r.Kube,
@@ -104,53 +116,40 @@ func (r *RolloutReconciler) evictPass(ctx context.Context, node *corev1.Node, sp
 	if spec.PodSelector != nil {
 		sel, err := metav1.LabelSelectorAsSelector(spec.PodSelector)
 		if err != nil {
-			return drainResult{}, fmt.Errorf("drain.podSelector: %w", err)
+			return nil, fmt.Errorf("drain.podSelector: %w", err)
 		}
 		h.PodSelector = sel.String()
 	}
-	list, errs := h.GetPodsForDeletion(node.Name)
-	if len(errs) > 0 {
-		return drainResult{}, fmt.Errorf("listing the pods of Node %s: %v", node.Name, errs)
-	}
-	pods := list.Pods()
-	res := drainResult{remaining: len(pods)}
-	if len(pods) > 0 && !capacity {
-		res.reason = v1alpha1.ReasonNoCapacity
-		res.message = "no other node can take the evicted pods (every other node is cordoned or not Ready); drain.onTimeout decides at the deadline"
-	}
-	for i := range pods {
-		pod := &pods[i]
-		if !pod.DeletionTimestamp.IsZero() {
-			continue // going already
+	return h, nil
+}
+
+// evict asks the API server to evict one pod and records in res what refused it, or the
+// budgets it was evicted from.
+func (r *RolloutReconciler) evict(ctx context.Context, h *drain.Helper, pod *corev1.Pod, res *planner.DrainEvidence) error {
+	err := h.EvictPod(*pod, policyv1.SchemeGroupVersion)
+	switch {
+	case err == nil:
+		res.EvictedPDBs = append(res.EvictedPDBs, pdbNames(r.pdbsOf(ctx, pod))...)
+	case apierrors.IsNotFound(err):
+	case apierrors.IsTooManyRequests(err):
+		pdbs := r.pdbsOf(ctx, pod)
+		if granted := grantedEviction(pod, pdbs); granted != "" {
+			res.EvictedPDBs = append(res.EvictedPDBs, pdbNames(pdbs)...)
+			return r.completeEviction(ctx, pod, h.GracePeriodSeconds, granted)
 		}
-		err := h.EvictPod(*pod, policyv1.SchemeGroupVersion)
-		switch {
-		case err == nil:
-			res.pdbs = append(res.pdbs, pdbNames(r.pdbsOf(ctx, pod))...)
-		case apierrors.IsNotFound(err):
-		case apierrors.IsTooManyRequests(err):
-			pdbs := r.pdbsOf(ctx, pod)
-			if granted := grantedEviction(pod, pdbs); granted != "" {
-				if err := r.completeEviction(ctx, pod, h.GracePeriodSeconds, granted); err != nil {
-					return res, err
-				}
-				res.pdbs = append(res.pdbs, pdbNames(pdbs)...)
-				continue
-			}
-			if res.reason == "" {
-				res.reason = v1alpha1.ReasonEvictionBlocked
-				res.message = fmt.Sprintf("eviction of pod %s/%s refused: it would violate PodDisruptionBudget %s",
-					pod.Namespace, pod.Name, describePDBs(pdbNames(pdbs)))
-			}
-		case apierrors.IsInternalError(err) && strings.Contains(err.Error(), "more than one PodDisruptionBudget"):
-			res.reason = v1alpha1.ReasonMultiplePDBs
-			res.message = fmt.Sprintf("pod %s/%s is covered by more than one PodDisruptionBudget (%s); the API server refuses to evict it",
-				pod.Namespace, pod.Name, describePDBs(pdbNames(r.pdbsOf(ctx, pod))))
-		default:
-			return res, fmt.Errorf("evicting pod %s/%s: %w", pod.Namespace, pod.Name, err)
+		if res.Blocked == "" {
+			res.Blocked = v1alpha1.ReasonEvictionBlocked
+			res.Message = fmt.Sprintf("eviction of pod %s/%s refused: it would violate PodDisruptionBudget %s",
+				pod.Namespace, pod.Name, describePDBs(pdbNames(pdbs)))
 		}
+	case apierrors.IsInternalError(err) && strings.Contains(err.Error(), "more than one PodDisruptionBudget"):
+		res.Blocked = v1alpha1.ReasonMultiplePDBs
+		res.Message = fmt.Sprintf("pod %s/%s is covered by more than one PodDisruptionBudget (%s); the API server refuses to evict it",
+			pod.Namespace, pod.Name, describePDBs(pdbNames(r.pdbsOf(ctx, pod))))
+	default:
+		return fmt.Errorf("evicting pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
-	return res, nil
+	return nil
 }
 
 // skipOperatorPods keeps the operator's own pods: the controller resumes after the reboot.

@@ -58,7 +58,7 @@ var _ = Describe("Draining", func() {
 		setDisruptionsAllowed(pdb, 1)
 		expectNode(node, v1alpha1.PhaseRebooting, intent(v1alpha1.ActionReboot), cordonedByUs(true),
 			func(g Gomega, brn *v1alpha1.BottlerocketNode) {
-				g.Expect(brn.Annotations).To(HaveKeyWithValue(v1alpha1.AnnotationEvictedPDBs, podNS+"/"+pdb.Name))
+				g.Expect(brn.Status.EvictedPDBs).To(ConsistOf(podNS + "/" + pdb.Name))
 			})
 		Expect(podExists(ctx, pod)).To(BeFalse(), "the pod was evicted before the reboot")
 
@@ -68,7 +68,7 @@ var _ = Describe("Draining", func() {
 		expectNode(node, v1alpha1.PhaseStabilizing, reason(v1alpha1.ReasonPDBUnhealthy))
 		setPDBHealth(pdb, 1, 1)
 		f.stabilize(node)
-		Expect(getBRN(Default, node).Annotations).NotTo(HaveKey(v1alpha1.AnnotationEvictedPDBs))
+		Expect(getBRN(Default, node).Status.EvictedPDBs).To(BeEmpty())
 	})
 
 	It("completes an eviction the API server granted but did not carry out, and only that", func(ctx SpecContext) {
@@ -85,7 +85,7 @@ var _ = Describe("Draining", func() {
 		setDisruptedPod(pdb, pod.Name, time.Now())
 		f.tick()
 		expectNode(node, v1alpha1.PhaseRebooting, intent(v1alpha1.ActionReboot), func(g Gomega, brn *v1alpha1.BottlerocketNode) {
-			g.Expect(brn.Annotations).To(HaveKeyWithValue(v1alpha1.AnnotationEvictedPDBs, podNS+"/"+pdb.Name))
+			g.Expect(brn.Status.EvictedPDBs).To(ConsistOf(podNS + "/" + pdb.Name))
 		})
 		Expect(podExists(ctx, pod)).To(BeFalse(), "the granted eviction was completed")
 	})

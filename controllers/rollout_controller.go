@@ -7,8 +7,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/events"
@@ -18,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
@@ -33,8 +30,9 @@ const policyFinalizer = "updates.bottlerocket.aws/release-nodes"
 // whole fleet, so any change to a policy, a node or a BottlerocketNode replans the fleet.
 var fleetRequest = reconcile.Request{NamespacedName: types.NamespacedName{Name: "fleet"}}
 
-// RolloutReconciler turns the planner's decisions into intents, moves nodes in flight on
-// evidence (drain, reboot, health), and writes every policy's status.
+// RolloutReconciler gathers the evidence the planner asks for (eviction passes, pods,
+// budgets), lets the planner decide every node's next step, and writes the result: intents,
+// the controller's status fields, cordons, every policy's status. It decides nothing itself.
 type RolloutReconciler struct {
 	// Client reads Nodes, BottlerocketNodes and UpdatePolicies from the cache and writes.
 	Client client.Client
@@ -73,78 +71,76 @@ func (r *RolloutReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-// Reconcile plans the fleet and applies the plan.
-func (r *RolloutReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result, error) {
-	now := r.Clock.Now().Truncate(time.Second) // the API keeps seconds; so do we, to compare
-	var (
-		policies v1alpha1.UpdatePolicyList
-		nodes    corev1.NodeList
-		brns     v1alpha1.BottlerocketNodeList
-	)
-	for what, list := range map[string]client.ObjectList{"UpdatePolicies": &policies, "Nodes": &nodes, "BottlerocketNodes": &brns} {
-		if err := r.Client.List(ctx, list); err != nil {
-			return ctrl.Result{}, fmt.Errorf("listing %s: %w", what, err)
-		}
-	}
+// world is what one pass reads from the cache.
+type world struct {
+	now      time.Time
+	policies v1alpha1.UpdatePolicyList
+	nodes    corev1.NodeList
+	brns     v1alpha1.BottlerocketNodeList
+}
 
-	if upstream, err := r.upstreamInstalled(ctx); err != nil || upstream {
-		if err == nil {
-			err = r.standAside(ctx, policies.Items, now)
-		}
-		return ctrl.Result{RequeueAfter: coexistenceRecheck}, err
-	}
-	active, deleting, err := r.preparePolicies(ctx, policies.Items, now)
+// Reconcile makes one pass over the fleet: it reads the world, gathers the evidence the
+// planner asks for, lets the planner decide, and applies the plan.
+func (r *RolloutReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result, error) {
+	w, err := r.read(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	byName := make(map[string]*v1alpha1.BottlerocketNode, len(brns.Items))
-	for i := range brns.Items {
-		byName[brns.Items[i].Name] = &brns.Items[i]
-	}
-	in := planner.Input{Now: now, Policies: active, ControllerNode: r.ControllerNode}
-	for i := range nodes.Items {
-		n := &nodes.Items[i]
-		if version, ok := bottlerocketVersion(n); ok && v1alpha1.CompareVersions(version, minSupportedVersion) >= 0 {
-			in.Nodes = append(in.Nodes, planner.NodeState{Node: n, BRN: byName[n.Name]})
+	if upstream, err := r.upstreamInstalled(ctx); err != nil || upstream {
+		if err == nil {
+			err = r.standAside(ctx, w.policies.Items, w.now)
 		}
+		return ctrl.Result{RequeueAfter: coexistenceRecheck}, err
 	}
+	active, deleting, err := r.preparePolicies(ctx, w.policies.Items, w.now)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	in := r.plannerInput(w, active)
+	gatherErr := r.gather(ctx, &in)
 	plan := planner.Compute(in)
-
-	policyByName := make(map[string]*v1alpha1.UpdatePolicy, len(active))
+	errs := []error{gatherErr, r.applyNodes(ctx, in, plan)}
 	for i := range active {
-		policyByName[active[i].Name] = &active[i]
+		errs = append(errs, r.writePolicyStatus(ctx, &active[i], plan.Policies[active[i].Name], w.now))
 	}
-	wake, poll := plan.NextWake, false
-	var errs []error
-	for i := range plan.Nodes {
-		ns := in.Nodes[i]
-		if ns.BRN == nil {
-			continue // discovery creates it
-		}
-		if settled(&plan.Nodes[i], ns.Node, ns.BRN) {
-			continue
-		}
-		f := &flight{node: ns.Node, orig: ns.BRN, brn: ns.BRN.DeepCopy(), policy: policyByName[plan.Nodes[i].Policy], d: &plan.Nodes[i], now: now}
-		if err := r.applyNode(ctx, f); err != nil {
-			if apierrors.IsConflict(err) {
-				continue // planned from a stale cache; the watch event of the newer object replans
-			}
-			errs = append(errs, err)
-			continue
-		}
-		wake, poll = earliest(wake, f.wake), poll || f.poll
-	}
-	for i := range active {
-		if err := r.writePolicyStatus(ctx, &active[i], plan.Policies[active[i].Name], now); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	errs = append(errs, r.finalize(ctx, deleting, brns.Items))
+	errs = append(errs, r.finalize(ctx, deleting, w.brns.Items))
 	if err := errors.Join(errs...); err != nil {
 		return ctrl.Result{}, err
 	}
 	updateFleetMetrics(in, plan)
-	return r.requeue(wake, poll), nil
+	return r.requeue(plan.NextWake, plan.Poll), nil
+}
+
+// read lists what a pass decides from, at the time of the pass (the API keeps seconds; so do
+// we, to compare).
+func (r *RolloutReconciler) read(ctx context.Context) (*world, error) {
+	w := &world{now: r.Clock.Now().Truncate(time.Second)}
+	for what, list := range map[string]client.ObjectList{"UpdatePolicies": &w.policies, "Nodes": &w.nodes, "BottlerocketNodes": &w.brns} {
+		if err := r.Client.List(ctx, list); err != nil {
+			return nil, fmt.Errorf("listing %s: %w", what, err)
+		}
+	}
+	return w, nil
+}
+
+// plannerInput pairs every supported Bottlerocket Node with its BottlerocketNode and counts
+// the Nodes (of any OS) that could take evicted pods.
+func (r *RolloutReconciler) plannerInput(w *world, active []v1alpha1.UpdatePolicy) planner.Input {
+	byName := make(map[string]*v1alpha1.BottlerocketNode, len(w.brns.Items))
+	for i := range w.brns.Items {
+		byName[w.brns.Items[i].Name] = &w.brns.Items[i]
+	}
+	in := planner.Input{Now: w.now, Policies: active, ControllerNode: r.ControllerNode}
+	for i := range w.nodes.Items {
+		n := &w.nodes.Items[i]
+		if !kubeutil.NodeUnavailable(n) {
+			in.SchedulableNodes++
+		}
+		if version, ok := bottlerocketVersion(n); ok && v1alpha1.CompareVersions(version, minSupportedVersion) >= 0 {
+			in.Nodes = append(in.Nodes, planner.NodeState{Node: n, BRN: byName[n.Name]})
+		}
+	}
+	return in
 }
 
 // requeue comes back at the earliest wake-up, or after PollInterval when progress depends on
@@ -228,133 +224,4 @@ func (r *RolloutReconciler) finalize(ctx context.Context, deleting []v1alpha1.Up
 		}
 	}
 	return nil
-}
-
-// applyNode moves an in-flight node on evidence, then writes what changed: spec intent,
-// the controller's status fields, cordon release, events and metrics.
-func (r *RolloutReconciler) applyNode(ctx context.Context, f *flight) error {
-	logger := log.FromContext(ctx).WithValues("node", f.node.Name)
-	d := f.d
-	if d.Phase == d.From && d.From.InFlight() && f.policy != nil {
-		if err := r.step(ctx, f); err != nil {
-			return fmt.Errorf("node %s in %s: %w", f.node.Name, d.From, err)
-		}
-	}
-	if !holdsCordon(d.Phase) {
-		if released, err := r.release(ctx, f.node, false); err != nil {
-			return err
-		} else if released {
-			logger.Info("Released the node", "phase", d.Phase)
-		}
-	}
-
-	orig, brn := f.orig, f.brn
-	failedNow := d.Phase == v1alpha1.PhaseFailed && orig.Status.Phase != v1alpha1.PhaseFailed
-	updatedNow := d.Phase == v1alpha1.PhaseUpdated && orig.Status.Phase != v1alpha1.PhaseUpdated
-	switch {
-	case failedNow:
-		t := metaTime(f.now)
-		brn.Status.FailedTarget, brn.Status.FailureCount, brn.Status.FailedTime = orig.Spec.TargetVersion, orig.Status.FailureCount+1, &t
-	case updatedNow:
-		t := metaTime(f.now)
-		brn.Status.UpdatedTime, brn.Status.FailureCount, brn.Status.FailedTarget = &t, 0, ""
-	}
-	if d.Phase != v1alpha1.PhaseStabilizing {
-		brn.Status.Conditions = nil
-	}
-	d.ApplyTo(brn, f.now)
-
-	if _, retry := brn.Annotations[v1alpha1.AnnotationRetry]; retry && d.Phase != v1alpha1.PhaseFailed {
-		delete(brn.Annotations, v1alpha1.AnnotationRetry)
-	}
-	if !holdsCordon(d.Phase) {
-		delete(brn.Annotations, v1alpha1.AnnotationEvictedPDBs)
-	}
-	// Optimistic locking: a pass that planned from a cache older than our own last write is
-	// refused (Conflict) instead of repeating a step; the watch brings the fresh object.
-	lock := client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})
-	if !equality.Semantic.DeepEqual(orig.Spec, brn.Spec) || !equality.Semantic.DeepEqual(orig.Annotations, brn.Annotations) {
-		// Patch a copy: the answer carries the status as stored, which would undo brn's.
-		written := brn.DeepCopy()
-		if err := r.Client.Patch(ctx, written, lock, client.FieldOwner(FieldManager)); err != nil {
-			return fmt.Errorf("writing the intent of BottlerocketNode %s: %w", brn.Name, err)
-		}
-		base := orig.DeepCopy()
-		base.ResourceVersion = written.ResourceVersion
-		lock = client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})
-	}
-	if !equality.Semantic.DeepEqual(orig.Status, brn.Status) {
-		if err := r.Client.Status().Patch(ctx, brn, lock, client.FieldOwner(FieldManager)); err != nil {
-			return fmt.Errorf("writing the status of BottlerocketNode %s: %w", brn.Name, err)
-		}
-	}
-	switch {
-	case failedNow:
-		failures.WithLabelValues(d.Policy, string(d.Reason)).Inc()
-	case updatedNow && orig.Status.UpdateStartTime != nil && orig.Status.Phase.InFlight():
-		updateDuration.WithLabelValues(d.Policy).Observe(f.now.Sub(orig.Status.UpdateStartTime.Time).Seconds())
-	}
-	switch {
-	case d.Phase != orig.Status.Phase && orig.Status.Phase != "":
-		r.transitioned(ctx, f.node, brn, orig.Status.Phase)
-	case d.Reason != orig.Status.Reason && blockingReasons[d.Reason]:
-		// What holds a node up is said where people look, not only in its status.
-		r.Recorder.Eventf(brn, f.node, corev1.EventTypeWarning, string(d.Reason), "Drain", "%s", d.Message)
-		r.Recorder.Eventf(f.node, brn, corev1.EventTypeWarning, string(d.Reason), "Drain", "%s", d.Message)
-	}
-	return nil
-}
-
-// blockingReasons are the reasons a drain is held up; each new one is also an Event.
-var blockingReasons = map[v1alpha1.Reason]bool{
-	v1alpha1.ReasonEvictionBlocked: true, v1alpha1.ReasonMultiplePDBs: true, v1alpha1.ReasonNoCapacity: true,
-}
-
-// settled reports whether a node needs nothing this pass: not in flight, its object already
-// says what the plan decides, and nothing of ours left on its Node. Most of a large fleet is
-// settled at any time; skipping it keeps a pass cheap.
-func settled(d *planner.NodeDecision, node *corev1.Node, brn *v1alpha1.BottlerocketNode) bool {
-	st := &brn.Status
-	_, cordoned := node.Annotations[v1alpha1.AnnotationCordonedBy]
-	_, guarded := node.Annotations[v1alpha1.AnnotationAutoscalerGuard]
-	_, retry := brn.Annotations[v1alpha1.AnnotationRetry]
-	_, evicted := brn.Annotations[v1alpha1.AnnotationEvictedPDBs]
-	return !d.From.InFlight() && !evicted && d.Phase == d.From && !cordoned && !guarded && !retry &&
-		d.Reason == st.Reason && d.Message == st.Message && d.Wave == st.Wave && d.RolloutTarget == st.RolloutTarget &&
-		d.Action == brn.Spec.Action && d.TargetVersion == brn.Spec.TargetVersion && d.Policy == brn.Spec.Policy &&
-		len(st.Conditions) == 0
-}
-
-// holdsCordon reports whether a node in this phase keeps the cordon (and the autoscaler
-// guard) the operator put on it.
-func holdsCordon(p v1alpha1.NodePhase) bool {
-	return p == v1alpha1.PhaseDraining || p == v1alpha1.PhaseRebooting || p == v1alpha1.PhaseVerifying || p == v1alpha1.PhaseStabilizing
-}
-
-// transitioned reports a phase change as an Event on the BottlerocketNode and the Node.
-func (r *RolloutReconciler) transitioned(ctx context.Context, node *corev1.Node, brn *v1alpha1.BottlerocketNode, from v1alpha1.NodePhase) {
-	kind := corev1.EventTypeNormal
-	if brn.Status.Phase == v1alpha1.PhaseFailed {
-		kind = corev1.EventTypeWarning
-	}
-	note := fmt.Sprintf("%s -> %s: %s", from, brn.Status.Phase, brn.Status.Message)
-	reason := string(brn.Status.Phase)
-	r.Recorder.Eventf(brn, node, kind, reason, "Update", "%s", note)
-	r.Recorder.Eventf(node, brn, kind, reason, "Update", "%s", note)
-	log.FromContext(ctx).Info("Node moved", "node", node.Name, "from", from, "to", brn.Status.Phase, "reason", brn.Status.Reason)
-}
-
-// otherCapacity reports whether some other Ready, schedulable node could take evicted pods.
-func (r *RolloutReconciler) otherCapacity(ctx context.Context, nodeName string) bool {
-	var nodes corev1.NodeList
-	if err := r.Client.List(ctx, &nodes); err != nil {
-		return true // unknown: let the drain deadline decide
-	}
-	for i := range nodes.Items {
-		n := &nodes.Items[i]
-		if n.Name != nodeName && !kubeutil.NodeUnavailable(n) {
-			return true
-		}
-	}
-	return false
 }

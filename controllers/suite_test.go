@@ -13,7 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/rand"
@@ -269,12 +268,7 @@ func reason(r v1alpha1.Reason) func(Gomega, *v1alpha1.BottlerocketNode) {
 
 // seenHealthy reports whether the controller saw the node healthy: stableFor counts from then.
 func seenHealthy(brn *v1alpha1.BottlerocketNode) bool {
-	for _, c := range brn.Status.Conditions {
-		if c.Type == "Healthy" {
-			return c.Status == metav1.ConditionTrue
-		}
-	}
-	return false
+	return brn.Status.HealthySince != nil
 }
 
 // cordonedByUs checks whether the Node is cordoned with the operator's record of it.
@@ -364,7 +358,7 @@ func (f *fleet) stabilize(names ...string) {
 		for _, n := range names {
 			brn := getBRN(g, n)
 			if brn.Status.Phase == v1alpha1.PhaseStabilizing && seenHealthy(brn) {
-				since := apimeta.FindStatusCondition(brn.Status.Conditions, "Healthy").LastTransitionTime.Time
+				since := brn.Status.HealthySince.Time
 				if due := since.Add(stableFor); f.clock.Now().Before(due) {
 					f.clock.SetTime(due)
 					f.tick()

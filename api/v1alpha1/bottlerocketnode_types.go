@@ -196,7 +196,19 @@ type BottlerocketNodeStatus struct {
 	// failedTime is when the node last failed.
 	// +optional
 	FailedTime *metav1.Time `json:"failedTime,omitempty"`
-	// conditions of the node's update.
+	// healthySince is when the node, in Stabilizing, was last found healthy after being
+	// unhealthy; health.stableFor counts from it. Empty while it is not healthy.
+	// +optional
+	HealthySince *metav1.Time `json:"healthySince,omitempty"`
+	// evictedPDBs names ("namespace/name") the PodDisruptionBudgets of the pods the controller
+	// evicted from the node in this update; they must be healthy again before the node counts
+	// as Updated. Cleared once the node no longer holds its cordon.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=317
+	// +listType=set
+	// +optional
+	EvictedPDBs []string `json:"evictedPDBs,omitempty"`
+	// conditions of the node's update: Healthy while it stabilizes.
 	// +listType=map
 	// +listMapKey=type
 	// +kubebuilder:validation:MaxItems=8

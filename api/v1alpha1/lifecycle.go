@@ -94,57 +94,98 @@ type Reason string
 
 // Reasons a governed node waits in Pending (or Staged).
 const (
-	ReasonUpToDate             Reason = "UpToDate"
-	ReasonNotGoverned          Reason = "NotGoverned"
-	ReasonPolicyConflict       Reason = "PolicyConflict"
-	ReasonExcluded             Reason = "Excluded"
-	ReasonUnsupportedHost      Reason = "UnsupportedHost"
-	ReasonAwaitingAgent        Reason = "AwaitingAgent"
-	ReasonTargetNotOffered     Reason = "TargetNotOffered"
-	ReasonWaitingForWave       Reason = "WaitingForWave"
-	ReasonSoaking              Reason = "Soaking"
-	ReasonOutsideWindow        Reason = "OutsideMaintenanceWindow"
-	ReasonInvalidSchedule      Reason = "InvalidSchedule"
-	ReasonBudgetExhausted      Reason = "MaxUnavailable"
-	ReasonZoneBudgetExhausted  Reason = "MaxUnavailablePerZone"
-	ReasonWaveBudgetExhausted  Reason = "WaveMaxUnavailable"
-	ReasonPauseBetweenNodes    Reason = "PauseBetweenNodes"
-	ReasonStagingLimit         Reason = "StagingLimit"
-	ReasonBackoff              Reason = "Backoff"
-	ReasonRolloutHalted        Reason = "RolloutHalted"
-	ReasonPolicyPaused         Reason = "PolicyPaused"
-	ReasonDryRun               Reason = "DryRun"
-	ReasonFailedForTarget      Reason = "FailedForTarget"
-	ReasonControllerNodeLast   Reason = "ControllerNodeLast"
+	// ReasonUpToDate: the node runs the rollout's target, or no version is offered to the governed hosts.
+	ReasonUpToDate Reason = "UpToDate"
+	// ReasonNotGoverned: no UpdatePolicy selects the node.
+	ReasonNotGoverned Reason = "NotGoverned"
+	// ReasonPolicyConflict: several UpdatePolicies select the node, so none governs it.
+	ReasonPolicyConflict Reason = "PolicyConflict"
+	// ReasonExcluded: a person excluded the node (AnnotationExclude).
+	ReasonExcluded Reason = "Excluded"
+	// ReasonUnsupportedHost: the host runs a Bottlerocket version older than the host update API the agent drives.
+	ReasonUnsupportedHost Reason = "UnsupportedHost"
+	// ReasonAwaitingAgent: the node's agent has not reported its host yet.
+	ReasonAwaitingAgent Reason = "AwaitingAgent"
+	// ReasonTargetNotOffered: the host's update repository does not offer the rollout's target.
+	ReasonTargetNotOffered Reason = "TargetNotOffered"
+	// ReasonWaitingForWave: an earlier wave of the rollout is not complete.
+	ReasonWaitingForWave Reason = "WaitingForWave"
+	// ReasonSoaking: the previous wave completed and soaks for its soakTime.
+	ReasonSoaking Reason = "Soaking"
+	// ReasonOutsideWindow: no maintenance window of the node's wave is open.
+	ReasonOutsideWindow Reason = "OutsideMaintenanceWindow"
+	// ReasonInvalidSchedule: a maintenance window's schedule does not parse: the policy fails closed.
+	ReasonInvalidSchedule Reason = "InvalidSchedule"
+	// ReasonBudgetExhausted: maxUnavailable nodes of the policy are unavailable.
+	ReasonBudgetExhausted Reason = "MaxUnavailable"
+	// ReasonZoneBudgetExhausted: maxUnavailablePerZone nodes of the node's zone are unavailable.
+	ReasonZoneBudgetExhausted Reason = "MaxUnavailablePerZone"
+	// ReasonWaveBudgetExhausted: the wave's maxUnavailable nodes are unavailable.
+	ReasonWaveBudgetExhausted Reason = "WaveMaxUnavailable"
+	// ReasonPauseBetweenNodes: a slot was freed less than pauseBetweenNodes ago.
+	ReasonPauseBetweenNodes Reason = "PauseBetweenNodes"
+	// ReasonStagingLimit: staging.maxConcurrent nodes are staging.
+	ReasonStagingLimit Reason = "StagingLimit"
+	// ReasonBackoff: the node failed before and waits out its retry backoff.
+	ReasonBackoff Reason = "Backoff"
+	// ReasonRolloutHalted: failurePolicy.maxFailedNodes nodes failed: a person resumes the rollout.
+	ReasonRolloutHalted Reason = "RolloutHalted"
+	// ReasonPolicyPaused: the policy is paused (spec.paused).
+	ReasonPolicyPaused Reason = "PolicyPaused"
+	// ReasonDryRun: the policy is in dry-run: the message says what would happen.
+	ReasonDryRun Reason = "DryRun"
+	// ReasonFailedForTarget: the node failed for this target and is not retried until a person asks.
+	ReasonFailedForTarget Reason = "FailedForTarget"
+	// ReasonControllerNodeLast: the node hosts the controller and is updated last in its wave.
+	ReasonControllerNodeLast Reason = "ControllerNodeLast"
+	// ReasonWaitingForDisruption: the target is staged; the node waits for a disruption slot.
 	ReasonWaitingForDisruption Reason = "WaitingForDisruptionSlot"
 )
 
 // Reasons a node in flight reports while it waits inside a phase.
 const (
-	ReasonStaging            Reason = "Staging"
-	ReasonEvicting           Reason = "Evicting"
-	ReasonEvictionBlocked    Reason = "EvictionBlockedByPDB"
-	ReasonMultiplePDBs       Reason = "MultiplePDBs"
-	ReasonNoCapacity         Reason = "NoCapacity"
-	ReasonWaitingForReboot   Reason = "WaitingForReboot"
-	ReasonNodeNotReady       Reason = "NodeNotReady"
-	ReasonWrongVersion       Reason = "WrongVersion"
+	// ReasonStaging: the agent downloads and writes the target.
+	ReasonStaging Reason = "Staging"
+	// ReasonEvicting: the node's pods are being evicted.
+	ReasonEvicting Reason = "Evicting"
+	// ReasonEvictionBlocked: a PodDisruptionBudget refuses an eviction; the message names the pod and the budget.
+	ReasonEvictionBlocked Reason = "EvictionBlockedByPDB"
+	// ReasonMultiplePDBs: a pod is covered by more than one PodDisruptionBudget, which the API server refuses to evict.
+	ReasonMultiplePDBs Reason = "MultiplePDBs"
+	// ReasonNoCapacity: no other node can take the evicted pods.
+	ReasonNoCapacity Reason = "NoCapacity"
+	// ReasonWaitingForReboot: the agent reboots the host into the target.
+	ReasonWaitingForReboot Reason = "WaitingForReboot"
+	// ReasonNodeNotReady: the Node is not Ready.
+	ReasonNodeNotReady Reason = "NodeNotReady"
+	// ReasonWrongVersion: the host does not (yet) report the target running.
+	ReasonWrongVersion Reason = "WrongVersion"
+	// ReasonDaemonSetsNotReady: a DaemonSet pod on the node is not Ready.
 	ReasonDaemonSetsNotReady Reason = "DaemonSetPodsNotReady"
-	ReasonPodsNotReady       Reason = "PodsNotReady"
-	ReasonPDBUnhealthy       Reason = "PDBUnhealthy"
-	ReasonBlockingPod        Reason = "BlockingPod"
-	ReasonStabilizing        Reason = "Stabilizing"
+	// ReasonPodsNotReady: a pod on the node is not Ready (or the pods could not be read).
+	ReasonPodsNotReady Reason = "PodsNotReady"
+	// ReasonPDBUnhealthy: a PodDisruptionBudget the drain evicted from is below its desired healthy count.
+	ReasonPDBUnhealthy Reason = "PDBUnhealthy"
+	// ReasonBlockingPod: a pod health.blockingPodSelector selects is on the node.
+	ReasonBlockingPod Reason = "BlockingPod"
+	// ReasonStabilizing: the node is healthy and held for health.stableFor.
+	ReasonStabilizing Reason = "Stabilizing"
 )
 
 // Reasons a node is Failed.
 const (
-	ReasonStageFailed  Reason = "StageFailed"
+	// ReasonStageFailed: the agent could not stage the target; the message is the host's error.
+	ReasonStageFailed Reason = "StageFailed"
+	// ReasonRebootFailed: the agent could not reboot the host.
 	ReasonRebootFailed Reason = "RebootFailed"
-	ReasonFallback     Reason = "BootFallback"
+	// ReasonFallback: the host booted the old image again: the new one failed at boot.
+	ReasonFallback Reason = "BootFallback"
+	// ReasonStageTimeout: the target was not staged within an hour.
 	ReasonStageTimeout Reason = "StageTimeout"
+	// ReasonDrainTimeout: pods were left at drain.timeout under onTimeout: Abort.
 	ReasonDrainTimeout Reason = "DrainTimeout"
+	// ReasonReadyTimeout: the node was not back, verified or healthy within health.readyTimeout.
 	ReasonReadyTimeout Reason = "ReadyTimeout"
-	ReasonNodeDeleted  Reason = "NodeDeleted"
 )
 
 // Labels and annotations of the operator. The retry, exclude and resume annotations are the
@@ -169,11 +210,6 @@ const (
 	// uncordons a node somebody else cordoned. It lives on the Node to survive our objects.
 	AnnotationCordonedBy = "updates.bottlerocket.aws/cordoned-by"
 
-	// AnnotationEvictedPDBs on a BottlerocketNode lists ("namespace/name", comma-separated)
-	// the PodDisruptionBudgets of the pods the controller evicted from the node; they must be
-	// healthy again before the node counts as Updated. The controller removes it after.
-	AnnotationEvictedPDBs = "updates.bottlerocket.aws/evicted-pdbs"
-
 	// AnnotationAutoscalerGuard on a Node records that the operator set the two autoscaler
 	// annotations below, so that it removes only what it set.
 	AnnotationAutoscalerGuard = "updates.bottlerocket.aws/autoscaler-guard"
@@ -185,6 +221,14 @@ const (
 
 	// LabelZone is the well-known zone label that maxUnavailablePerZone groups nodes by.
 	LabelZone = "topology.kubernetes.io/zone"
+)
+
+// Condition types of a BottlerocketNode.
+const (
+	// ConditionHealthy is set while a node stabilizes: True while the node and its workloads
+	// pass the health checks (reason Stabilizing), False with the check's reason and message
+	// otherwise. It is for people; the stableFor timer is status.healthySince.
+	ConditionHealthy = "Healthy"
 )
 
 // Condition types of an UpdatePolicy.
@@ -203,15 +247,26 @@ const (
 
 // Condition reasons of an UpdatePolicy.
 const (
-	ReasonRolloutComplete     Reason = "RolloutComplete"
-	ReasonRolloutInProgress   Reason = "RolloutInProgress"
-	ReasonRolloutWaiting      Reason = "RolloutWaiting"
-	ReasonNoNodes             Reason = "NoNodes"
-	ReasonPaused              Reason = "Paused"
-	ReasonNotPaused           Reason = "NotPaused"
-	ReasonFailureBudgetSpent  Reason = "FailureBudgetSpent"
-	ReasonInvalidTimeZone     Reason = "InvalidTimeZone"
-	ReasonInvalidSpec         Reason = "InvalidSpec"
-	ReasonHealthy             Reason = "Healthy"
+	// ReasonRolloutComplete: every governed node runs the target (Ready True).
+	ReasonRolloutComplete Reason = "RolloutComplete"
+	// ReasonRolloutInProgress: the rollout moves nodes (Progressing True).
+	ReasonRolloutInProgress Reason = "RolloutInProgress"
+	// ReasonRolloutWaiting: the rollout waits to move nodes (a window, a wave, a budget).
+	ReasonRolloutWaiting Reason = "RolloutWaiting"
+	// ReasonNoNodes: the policy governs no node.
+	ReasonNoNodes Reason = "NoNodes"
+	// ReasonPaused: spec.paused or spec.dryRun is set (Paused True).
+	ReasonPaused Reason = "Paused"
+	// ReasonNotPaused: the policy is neither paused nor in dry-run (Paused False).
+	ReasonNotPaused Reason = "NotPaused"
+	// ReasonFailureBudgetSpent: the rollout halted at failurePolicy.maxFailedNodes (Degraded True).
+	ReasonFailureBudgetSpent Reason = "FailureBudgetSpent"
+	// ReasonInvalidTimeZone: a maintenance window's time zone is unknown (Degraded True).
+	ReasonInvalidTimeZone Reason = "InvalidTimeZone"
+	// ReasonInvalidSpec: the policy (or a rule it gives) is invalid; the message says which field.
+	ReasonInvalidSpec Reason = "InvalidSpec"
+	// ReasonHealthy: nothing degrades the policy (Degraded False).
+	ReasonHealthy Reason = "Healthy"
+	// ReasonConflictingOperator: the upstream Bottlerocket update operator runs in the cluster: this one stands aside.
 	ReasonConflictingOperator Reason = "ConflictingOperator"
 )

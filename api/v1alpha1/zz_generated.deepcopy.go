@@ -170,6 +170,15 @@ func (in *BottlerocketNodeStatus) DeepCopyInto(out *BottlerocketNodeStatus) {
 		in, out := &in.FailedTime, &out.FailedTime
 		*out = (*in).DeepCopy()
 	}
+	if in.HealthySince != nil {
+		in, out := &in.HealthySince, &out.HealthySince
+		*out = (*in).DeepCopy()
+	}
+	if in.EvictedPDBs != nil {
+		in, out := &in.EvictedPDBs, &out.EvictedPDBs
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.Conditions != nil {
 		in, out := &in.Conditions, &out.Conditions
 		*out = make([]v1.Condition, len(*in))

@@ -105,7 +105,7 @@ func (pp *policyPass) take(c *candidate, d *NodeDecision) {
 	if c.staged {
 		next, verb = v1alpha1.PhaseDraining, "start draining"
 		zone := pp.views[c.i].zone
-		if !pp.unavailable(c.i, d.Phase) {
+		if !pp.unavailable(c.i, d) {
 			pp.unavail++
 			pp.zoneUnavail[zone]++
 			pp.waves[c.wave].unavailable++

@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/test/framework/invariants"
@@ -117,4 +118,26 @@ func metav1Duration(d time.Duration) metav1.Duration { return metav1.Duration{Du
 
 func selector(key, value string) *metav1.LabelSelector {
 	return &metav1.LabelSelector{MatchLabels: map[string]string{key: value}}
+}
+
+// daemonPod and workloadPod are a node's DaemonSet pod and a Deployment's pod on it.
+func daemonPod(node string, ready bool) corev1.Pod {
+	p := workloadPod(node, ready)
+	p.Name = "agent-" + node
+	p.OwnerReferences = []metav1.OwnerReference{{Kind: "DaemonSet", Name: "agent", Controller: ptr.To(true)}}
+	return p
+}
+
+func workloadPod(node string, ready bool) corev1.Pod {
+	st := corev1.ConditionFalse
+	if ready {
+		st = corev1.ConditionTrue
+	}
+	return corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: "web-" + node, Labels: map[string]string{"app": "web"}},
+		Spec:       corev1.PodSpec{NodeName: node},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{
+			{Type: corev1.PodReady, Status: st},
+		}},
+	}
 }

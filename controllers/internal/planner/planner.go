@@ -1,16 +1,20 @@
-// Package planner decides, as a pure function of the update policies, the observed nodes and
-// the time, which Bottlerocket node may move now and why every other node waits.
+// Package planner is the node state machine: a pure function of the update policies, the
+// observed nodes, the evidence the controller gathered and the time, which decides every
+// node's next phase and why it waits.
 //
-// The planner admits nodes (Pending → Staging, Staged → Draining) and gives the phase and
-// reason of every node that is not in flight; the controller moves nodes in flight on
-// evidence (Staging → Staged → … → Updated or Failed). Nodes in flight keep their phase and
-// their disruption slot. Compute does no I/O and reads no clock.
+// Compute admits nodes (Pending → Staging, Staged → Draining), moves nodes in flight on
+// evidence (Staging → Staged, Draining → Rebooting → Verifying → Stabilizing → Updated, or
+// Failed at a deadline), and says when to look again. The controller asks Probes what to
+// observe (an eviction pass, a node's pods, budgets), observes it, calls Compute and writes
+// the result; it decides nothing itself. Compute does no I/O and reads no clock.
 package planner
 
 import (
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
@@ -29,6 +33,9 @@ type NodeState struct {
 	Node *corev1.Node
 	// BRN is the node's BottlerocketNode, nil if not created yet.
 	BRN *v1alpha1.BottlerocketNode
+	// Evidence is what the controller observed of the node this pass (see Probes); nil if
+	// nothing.
+	Evidence *Evidence
 }
 
 // Input is everything a plan depends on.
@@ -42,6 +49,9 @@ type Input struct {
 	Nodes []NodeState
 	// ControllerNode is the node hosting the controller; it is updated last in its wave.
 	ControllerNode string
+	// SchedulableNodes counts the cluster's Nodes (of any OS) that are Ready and schedulable:
+	// a drain with none left but the node itself says so (NoCapacity).
+	SchedulableNodes int
 }
 
 // Plan is the outcome of one pass.
@@ -51,8 +61,12 @@ type Plan struct {
 	// Policies holds one report per policy, by policy name.
 	Policies map[string]PolicyReport
 	// NextWake is the earliest time after Now at which a decision could change by time
-	// alone (a pause or soak ends, a window opens or closes, a backoff ends); zero: none.
+	// alone (a pause or soak ends, a window opens or closes, a backoff ends, a deadline or
+	// stableFor passes); zero: none.
 	NextWake time.Time
+	// Poll is set when a node's progress depends on what the controller does not watch
+	// (pods being evicted, workloads becoming healthy): look again soon.
+	Poll bool
 }
 
 // NodeDecision is the desired state of one node.
@@ -74,6 +88,37 @@ type NodeDecision struct {
 	// Reason and Message say why the node is where it is, or why it waits.
 	Reason  v1alpha1.Reason
 	Message string
+	// EvictedPDBs are the budgets the node's drain evicted from (status.evictedPDBs) while
+	// the node holds its cordon.
+	EvictedPDBs []string
+	// HealthySince is when a Stabilizing node was found healthy (status.healthySince); zero
+	// when it is not.
+	HealthySince time.Time
+}
+
+// NodeHold is what the operator keeps on a node's Node in a phase.
+type NodeHold int
+
+const (
+	// HoldNothing: uncordon the node if the operator cordoned it and drop the autoscaler
+	// guard the operator set.
+	HoldNothing NodeHold = iota
+	// HoldGuard: schedulable again (Stabilizing), the autoscaler guard stays until Updated.
+	HoldGuard
+	// HoldCordon: cordoned and guarded (Draining, Rebooting, Verifying); the eviction pass
+	// cordons.
+	HoldCordon
+)
+
+// HoldFor is what a node in phase keeps on its Node.
+func HoldFor(phase v1alpha1.NodePhase) NodeHold {
+	switch phase {
+	case v1alpha1.PhaseDraining, v1alpha1.PhaseRebooting, v1alpha1.PhaseVerifying:
+		return HoldCordon
+	case v1alpha1.PhaseStabilizing:
+		return HoldGuard
+	}
+	return HoldNothing
 }
 
 // Admitted reports whether this pass moves the node into Staging or Draining.
@@ -81,23 +126,69 @@ func (d *NodeDecision) Admitted() bool {
 	return d.Phase != d.From && (d.Phase == v1alpha1.PhaseStaging || d.Phase == v1alpha1.PhaseDraining)
 }
 
-// ApplyTo writes the decision into brn as the controller would: spec (action, target,
-// policy) and the controller's status fields, with phaseStartTime set when the phase
-// changes and updateStartTime when the node leaves Pending.
+// FailedNow and UpdatedNow report whether the decision moves the node into Failed or
+// Updated from another phase.
+func (d *NodeDecision) FailedNow() bool {
+	return d.Phase == v1alpha1.PhaseFailed && d.From != v1alpha1.PhaseFailed
+}
+
+func (d *NodeDecision) UpdatedNow() bool {
+	return d.Phase == v1alpha1.PhaseUpdated && d.From != v1alpha1.PhaseUpdated
+}
+
+// ApplyTo writes the decision into brn as the controller does: spec (action, target,
+// policy), the retry request once acted upon, and the controller's status fields:
+// phaseStartTime when the phase changes, updateStartTime when the node leaves Pending, the
+// failure record when it fails, updatedTime when it is updated, the drain's budgets and the
+// health record while it holds its Node.
 func (d *NodeDecision) ApplyTo(brn *v1alpha1.BottlerocketNode, now time.Time) {
-	brn.Spec.Action = d.Action
-	brn.Spec.TargetVersion = d.TargetVersion
-	brn.Spec.Policy = d.Policy
 	st := &brn.Status
+	t := metav1.NewTime(now)
+	switch {
+	case d.FailedNow():
+		st.FailedTarget, st.FailureCount, st.FailedTime = brn.Spec.TargetVersion, st.FailureCount+1, &t
+	case d.UpdatedNow():
+		st.UpdatedTime, st.FailureCount, st.FailedTarget = &t, 0, ""
+	}
 	if st.Phase != d.Phase {
-		t := metav1.NewTime(now)
 		st.PhaseStartTime = &t
 		if d.Phase == v1alpha1.PhaseStaging {
 			st.UpdateStartTime = &t
 		}
 	}
+	brn.Spec.Action = d.Action
+	brn.Spec.TargetVersion = d.TargetVersion
+	brn.Spec.Policy = d.Policy
 	st.Phase, st.Reason, st.Message = d.Phase, d.Reason, d.Message
 	st.Wave, st.RolloutTarget = d.Wave, d.RolloutTarget
+	st.EvictedPDBs = nil
+	if HoldFor(d.Phase) != HoldNothing {
+		st.EvictedPDBs = d.EvictedPDBs
+	}
+	st.HealthySince = nil
+	if d.Phase == v1alpha1.PhaseStabilizing {
+		st.HealthySince = optionalTime(d.HealthySince)
+	}
+	st.Conditions = d.conditions(st.Conditions, now)
+	if _, retry := brn.Annotations[v1alpha1.AnnotationRetry]; retry && d.Phase != v1alpha1.PhaseFailed {
+		delete(brn.Annotations, v1alpha1.AnnotationRetry)
+	}
+}
+
+// conditions returns the node's conditions for the decision: Healthy while it stabilizes,
+// none otherwise.
+func (d *NodeDecision) conditions(current []metav1.Condition, now time.Time) []metav1.Condition {
+	if d.Phase != v1alpha1.PhaseStabilizing {
+		return nil
+	}
+	c := metav1.Condition{Type: v1alpha1.ConditionHealthy, Status: metav1.ConditionFalse,
+		Reason: string(d.Reason), Message: d.Message, LastTransitionTime: metav1.NewTime(now)}
+	if !d.HealthySince.IsZero() {
+		c.Status, c.Reason = metav1.ConditionTrue, string(v1alpha1.ReasonStabilizing)
+	}
+	out := slices.Clone(current)
+	apimeta.SetStatusCondition(&out, c)
+	return out
 }
 
 // PolicyReport is what the controller needs to write an UpdatePolicy's status and conditions.
@@ -172,7 +263,8 @@ func Compute(in Input) Plan {
 	for _, p := range passes {
 		p.plan(plan.Nodes)
 		plan.Policies[p.policy.Name] = p.report
-		plan.NextWake = earliest(plan.NextWake, p.wake)
+		plan.NextWake = earliest(plan.NextWake, earliest(p.wake, p.flightWake))
+		plan.Poll = plan.Poll || p.poll
 	}
 	return plan
 }

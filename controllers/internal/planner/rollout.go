@@ -37,7 +37,11 @@ type policyPass struct {
 	failed         int
 
 	report PolicyReport
-	wake   time.Time
+	wake   time.Time // when an admission may change by time alone
+	// flightWake is the earliest deadline or stableFor of a node in flight; unlike wake it
+	// holds while the policy is paused or halted, since nodes in flight finish.
+	flightWake time.Time
+	poll       bool
 }
 
 // nodeClass is where a governed node stands before admissions.
@@ -73,11 +77,14 @@ func (pp *policyPass) plan(out []NodeDecision) {
 	for k, i := range pp.members {
 		classes[k] = pp.classify(k, i, &out[i])
 	}
+	// Nodes in flight move first, so that a failure counts against the failure budget
+	// before anything is admitted; their slots are counted by the phase they were seen in.
+	pp.advanceInFlight(classes, out)
 	pp.count(classes, out)
 	pp.completeWaves(classes)
 	pp.admit(classes, out)
 	if pp.spec.DryRun {
-		pp.freezeActions(out)
+		pp.freezeActions(classes, out)
 	}
 	pp.buildReport(out)
 	if pp.spec.Paused || pp.report.Halted {
@@ -85,9 +92,13 @@ func (pp *policyPass) plan(out []NodeDecision) {
 	}
 }
 
-// freezeActions keeps every governed node's spec as it is: a dry run applies nothing.
-func (pp *policyPass) freezeActions(out []NodeDecision) {
-	for _, i := range pp.members {
+// freezeActions keeps the spec of every governed node not in flight as it is: a dry run
+// starts nothing (nodes in flight finish).
+func (pp *policyPass) freezeActions(classes []nodeClass, out []NodeDecision) {
+	for k, i := range pp.members {
+		if classes[k] == classInFlight {
+			continue
+		}
 		if brn := pp.in.Nodes[i].BRN; brn != nil && brn.Spec.Action != "" {
 			out[i].Action, out[i].TargetVersion = brn.Spec.Action, brn.Spec.TargetVersion
 		}
@@ -195,10 +206,10 @@ func retryRequested(brn *v1alpha1.BottlerocketNode) bool {
 	return ok
 }
 
-// unavailable reports whether governed node i, in phase, consumes the budget: in an
+// unavailable reports whether governed node i consumes the budget: seen in or moving to an
 // Unavailable phase, cordoned, or not Ready, whoever caused it.
-func (pp *policyPass) unavailable(i int, phase v1alpha1.NodePhase) bool {
-	return phase.Unavailable() || pp.views[i].down
+func (pp *policyPass) unavailable(i int, d *NodeDecision) bool {
+	return d.From.Unavailable() || d.Phase.Unavailable() || pp.views[i].down
 }
 
 // count resolves the budgets and counts what consumes them.
@@ -220,7 +231,7 @@ func (pp *policyPass) count(classes []nodeClass, out []NodeDecision) {
 		zone := pp.views[i].zone
 		zoneNodes[zone]++
 		w := &pp.waves[pp.waveOf[k]]
-		down := pp.unavailable(i, d.Phase)
+		down := pp.unavailable(i, d)
 		if down {
 			pp.unavail++
 			pp.zoneUnavail[zone]++
@@ -239,7 +250,7 @@ func (pp *policyPass) count(classes []nodeClass, out []NodeDecision) {
 				pp.failed++
 			}
 		case classInFlight:
-			if d.Phase == v1alpha1.PhaseStaging {
+			if d.From == v1alpha1.PhaseStaging {
 				pp.staging++
 			}
 		}

@@ -250,15 +250,21 @@ func TestRules(t *testing.T) {
 			want: map[string]want{
 				"a": {v1alpha1.PhaseStaged, v1alpha1.ReasonOutsideWindow},
 				"b": {v1alpha1.PhaseStaging, v1alpha1.ReasonStaging},
-				"c": {v1alpha1.PhaseRebooting, ""},
+				"c": {v1alpha1.PhaseRebooting, v1alpha1.ReasonWaitingForReboot},
 			},
 			check: func(t *testing.T, p Plan) {
 				next := time.Date(2026, 6, 1, 20, 0, 0, 0, time.UTC) // 22:00 CEST
 				if got := p.Policies["p"].NextMaintenanceWindow; !got.Equal(next) {
 					t.Errorf("next window %s, want %s", got, next)
 				}
-				if !p.NextWake.Equal(next) {
-					t.Errorf("NextWake %s, want %s", p.NextWake, next)
+				// c's reboot deadline (health.readyTimeout from now) comes before the window.
+				if deadline := t0.Add(DefaultReadyTimeout); !p.NextWake.Equal(deadline) {
+					t.Errorf("NextWake %s, want c's deadline %s", p.NextWake, deadline)
+				}
+				in := in(one(withSpec(maxUnavailable("5"), window("0 22 * * *", 2*time.Hour, "Europe/Berlin"))),
+					at(h("a"), v1alpha1.PhaseStaged, v), h("b"))
+				if got := Compute(in).NextWake; !got.Equal(next) {
+					t.Errorf("without a node in flight NextWake %s, want the window %s", got, next)
 				}
 			},
 		},
@@ -313,10 +319,11 @@ func TestRules(t *testing.T) {
 			want: map[string]want{
 				"a": {v1alpha1.PhaseStaged, v1alpha1.ReasonPolicyPaused},
 				"b": {v1alpha1.PhasePending, v1alpha1.ReasonPolicyPaused},
-				"c": {v1alpha1.PhaseVerifying, ""},
+				"c": {v1alpha1.PhaseVerifying, v1alpha1.ReasonWrongVersion},
 			},
 			check: func(t *testing.T, p Plan) {
-				if r := p.Policies["p"]; r.Phase != v1alpha1.RolloutPaused || !p.NextWake.IsZero() {
+				// Only c's deadline wakes the controller: a paused rollout lets nodes in flight finish.
+				if r := p.Policies["p"]; r.Phase != v1alpha1.RolloutPaused || !p.NextWake.Equal(t0.Add(DefaultReadyTimeout)) {
 					t.Errorf("phase %s, NextWake %s", r.Phase, p.NextWake)
 				}
 			},

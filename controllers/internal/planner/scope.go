@@ -70,13 +70,7 @@ func scope(in Input, passes []*policyPass, out []NodeDecision) {
 		if brn := in.Nodes[i].BRN; brn != nil {
 			d.From = brn.Status.Phase
 		}
-		set := labels.Set(n.Labels)
-		matched = matched[:0]
-		for j, p := range passes {
-			if p.selector != nil && p.selector.Matches(set) {
-				matched = append(matched, j)
-			}
-		}
+		matched = matching(passes, n, matched[:0])
 		switch {
 		case len(matched) == 0:
 			idle(d, v1alpha1.ReasonNotGoverned, "no UpdatePolicy selects this node")
@@ -102,6 +96,27 @@ func scope(in Input, passes []*policyPass, out []NodeDecision) {
 	for _, p := range passes {
 		slices.Sort(p.report.ConflictsWith)
 	}
+}
+
+// matching appends to buf the indices of the policies whose selector selects the node.
+func matching(passes []*policyPass, n *corev1.Node, buf []int) []int {
+	set := labels.Set(n.Labels)
+	for j, p := range passes {
+		if p.selector != nil && p.selector.Matches(set) {
+			buf = append(buf, j)
+		}
+	}
+	return buf
+}
+
+// governor returns the index of the policy governing the node, or -1 when none does (no
+// policy or several select it, or a person excluded it), as scope decides.
+func governor(passes []*policyPass, n *corev1.Node) int {
+	var buf [2]int
+	if matched := matching(passes, n, buf[:0]); len(matched) == 1 && !excluded(n) {
+		return matched[0]
+	}
+	return -1
 }
 
 // conflictMessage names the policies that select a node.

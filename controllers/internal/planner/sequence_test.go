@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
@@ -18,24 +19,41 @@ import (
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 
-// simulation plays the controller and the agents around the planner: it moves nodes in
-// flight through their phases at seeded random times, fails some, and steps a fake clock.
+// simulation plays the world around the planner, which makes every transition: each node's
+// agent and host (staging, reboot, boot fallback), its kubelet (Ready), its pods (evicted over
+// time, Ready again after the boot), and the controller's I/O (it answers Probes with evidence
+// and applies the plan: the BottlerocketNode, cordons). A fake clock moves on; the invariants
+// are checked at every step.
 type simulation struct {
 	t       *testing.T
 	rng     *rand.Rand
 	in      Input
-	due     map[string]time.Time // when a node in flight leaves its phase
-	failPct int                  // chance in percent that a staging or a reboot fails
+	world   map[string]*hostWorld
+	failPct int // chance in percent that a staging or a reboot fails
 	checker *invariants.Checker
 	log     *strings.Builder // nil: no golden log
 	steps   int
 }
 
+// hostWorld is one node's host, agent and pods; a zero time is "nothing under way".
+type hostWorld struct {
+	stageDone   time.Time // the agent finishes staging
+	drained     time.Time // the last evicted pod is gone
+	bootDone    time.Time // the host is back from its reboot
+	podsReadyAt time.Time // the node's pods are Ready again after the boot
+	boots       int
+}
+
 func newSimulation(t *testing.T, seed uint64, in Input, failPct int) *simulation {
-	return &simulation{
+	s := &simulation{
 		t: t, rng: rand.New(rand.NewPCG(seed, seed^0x5eed)), in: in,
-		due: map[string]time.Time{}, failPct: failPct, checker: invariants.NewChecker(),
+		world: map[string]*hostWorld{}, failPct: failPct, checker: invariants.NewChecker(),
 	}
+	for _, n := range in.Nodes {
+		s.world[n.Node.Name] = &hostWorld{}
+	}
+	s.in.SchedulableNodes = len(in.Nodes)
+	return s
 }
 
 func (s *simulation) logf(format string, args ...any) {
@@ -45,14 +63,20 @@ func (s *simulation) logf(format string, args ...any) {
 	}
 }
 
-// step plans once, applies the plan, checks the invariants, then plays the controller.
-// It returns the plan and whether the controller moved a node.
+// later is a random time one to eight minutes from now.
+func (s *simulation) later() time.Time {
+	return s.in.Now.Add(time.Duration(1+s.rng.IntN(8)) * time.Minute)
+}
+
+// step answers the probes, plans once, applies the plan, checks the invariants, then plays
+// the agents and hosts. It returns the plan and whether the world changed.
 func (s *simulation) step() (Plan, bool) {
 	s.t.Helper()
 	s.steps++
+	s.answerProbes()
 	before := snapshot(s.in)
 	plan := Compute(s.in)
-	apply(&s.in, plan)
+	wrote := s.apply(plan)
 	for _, v := range s.checker.Step(before, snapshot(s.in)) {
 		s.t.Fatalf("step %d at %s: %s", s.steps, s.in.Now, v)
 	}
@@ -60,12 +84,63 @@ func (s *simulation) step() (Plan, bool) {
 		if s.log != nil && (d.Phase != before.Nodes[i].BRN.Status.Phase || d.Reason != before.Nodes[i].BRN.Status.Reason) {
 			s.logf("%-8s %-11s → %-11s wave=%-6s %s: %s", d.Name, before.Nodes[i].BRN.Status.Phase, d.Phase, d.Wave, d.Reason, d.Message)
 		}
-		if d.Admitted() {
-			s.enter(i, d.Phase)
-		}
 	}
 	s.checkHalt(plan)
-	return plan, s.playController()
+	return plan, s.playHosts() || wrote
+}
+
+// answerProbes gives Compute the evidence it asks for, as the controller gathers it: an
+// eviction pass cordons the node and reports the pods left; a pod read reports the node's
+// DaemonSet pod and workload pod.
+func (s *simulation) answerProbes() {
+	for i := range s.in.Nodes {
+		s.in.Nodes[i].Evidence = nil
+	}
+	for _, p := range Probes(s.in) {
+		ns := &s.in.Nodes[p.Index]
+		w := s.world[ns.Node.Name]
+		ev := &Evidence{}
+		if p.Drain != nil {
+			ns.Node.Spec.Unschedulable = true
+			if w.drained.IsZero() {
+				w.drained = s.later()
+			}
+			ev.Drain = &DrainEvidence{EvictedPDBs: []string{"apps/web"}}
+			if s.in.Now.Before(w.drained) {
+				ev.Drain.Remaining = 2
+			}
+		}
+		if p.Pods {
+			ready := !s.in.Now.Before(w.podsReadyAt)
+			ev.Pods, ev.PodsRead = []corev1.Pod{daemonPod(ns.Node.Name, ready), workloadPod(ns.Node.Name, ready)}, true
+		}
+		ns.Evidence = ev
+	}
+}
+
+// apply writes the plan as the controller does: the BottlerocketNode (a spec change bumps
+// its generation, as the API server does), and the Node's cordon for the phase. It reports
+// whether a node's phase or spec changed: the watch event of that write reconciles again.
+func (s *simulation) apply(plan Plan) bool {
+	wrote := false
+	for i, d := range plan.Nodes {
+		ns := &s.in.Nodes[i]
+		brn := ns.BRN
+		spec, phase := brn.Spec, brn.Status.Phase
+		d.ApplyTo(brn, s.in.Now)
+		if brn.Spec != spec {
+			brn.Generation++
+		}
+		wrote = wrote || brn.Spec != spec || brn.Status.Phase != phase
+		if HoldFor(d.Phase) != HoldCordon {
+			ns.Node.Spec.Unschedulable = false
+		}
+	}
+	for i := range s.in.Policies {
+		r := plan.Policies[s.in.Policies[i].Name]
+		r.ApplyTo(&s.in.Policies[i].Status)
+	}
+	return wrote
 }
 
 // checkHalt asserts that a policy whose failure budget is spent reports the halt.
@@ -86,82 +161,92 @@ func (s *simulation) checkHalt(plan Plan) {
 	}
 }
 
-// enter schedules when a node leaves a phase it just entered.
-func (s *simulation) enter(i int, phase v1alpha1.NodePhase) {
-	s.due[s.in.Nodes[i].Node.Name] = s.in.Now.Add(time.Duration(1+s.rng.IntN(8)) * time.Minute)
-	if phase == v1alpha1.PhaseDraining {
-		s.in.Nodes[i].Node.Spec.Unschedulable = true
-	}
-}
-
-// playController moves every node in flight whose time has come to its next phase, and
-// reports whether it moved any.
-func (s *simulation) playController() bool {
+// playHosts plays every node's agent and host on its intent, and reports whether anything
+// changed: the agent stages the target (or fails to), then on Reboot records the boot and
+// reboots the host, which comes back on the target (or falls back to the old image) and
+// Ready, its pods Ready a little later.
+func (s *simulation) playHosts() bool {
 	moved := false
-	for i, n := range s.in.Nodes {
-		brn := n.BRN
-		due, ok := s.due[n.Node.Name]
-		if !ok || s.in.Now.Before(due) {
-			continue
+	for _, n := range s.in.Nodes {
+		brn, w := n.BRN, s.world[n.Node.Name]
+		a := brn.Status.Agent
+		switch {
+		case brn.Spec.Action == v1alpha1.ActionStage && a.ObservedGeneration != brn.Generation:
+			moved = s.stage(n, w) || moved
+		case brn.Spec.Action == v1alpha1.ActionReboot && (a.RebootRecord == nil || a.RebootRecord.ToVersion != brn.Spec.TargetVersion || a.RebootRecord.BootID == a.BootID):
+			moved = s.reboot(n, w) || moved
 		}
-		moved = true
-		st := &brn.Status
-		next := v1alpha1.NodePhase("")
-		switch st.Phase {
-		case v1alpha1.PhaseStaging:
-			next = v1alpha1.PhaseStaged
-			if s.rng.IntN(100) < s.failPct {
-				s.fail(i, v1alpha1.ReasonStageFailed)
-				continue
-			}
-			st.Agent.StagedVersion = brn.Spec.TargetVersion
-			delete(s.due, n.Node.Name)
-		case v1alpha1.PhaseDraining:
-			next = v1alpha1.PhaseRebooting
-			brn.Spec.Action = v1alpha1.ActionReboot
-			setReady(n.Node, false)
-		case v1alpha1.PhaseRebooting:
-			next = v1alpha1.PhaseVerifying
-			setReady(n.Node, true)
-			if s.rng.IntN(100) < s.failPct {
-				s.fail(i, v1alpha1.ReasonFallback)
-				continue
-			}
-			st.Agent.CurrentVersion = brn.Spec.TargetVersion
-		case v1alpha1.PhaseVerifying:
-			next = v1alpha1.PhaseStabilizing
-			brn.Spec.Action = v1alpha1.ActionNone
-			n.Node.Spec.Unschedulable = false
-		case v1alpha1.PhaseStabilizing:
-			next = v1alpha1.PhaseUpdated
-			st.UpdatedTime = mtime(s.in.Now)
-			st.FailureCount = 0
-			delete(s.due, n.Node.Name)
-		default:
-			delete(s.due, n.Node.Name)
-			continue
+		if brn.Spec.Action != v1alpha1.ActionStage || a.ObservedGeneration == brn.Generation {
+			w.stageDone = time.Time{}
 		}
-		s.logf("%-8s %-11s → %-11s (controller)", n.Node.Name, st.Phase, next)
-		st.Phase, st.Reason, st.Message = next, "", ""
-		if next != v1alpha1.PhaseStaged && next != v1alpha1.PhaseUpdated {
-			s.enter(i, next)
+		if brn.Status.Phase != v1alpha1.PhaseDraining {
+			w.drained = time.Time{}
 		}
 	}
 	return moved
 }
 
-// fail marks a node Failed for its target, uncordoned and Ready, as the controller would.
-func (s *simulation) fail(i int, reason v1alpha1.Reason) {
-	n := s.in.Nodes[i]
-	st := &n.BRN.Status
-	s.logf("%-8s %-11s → Failed      (controller) %s", n.Node.Name, st.Phase, reason)
-	st.Phase, st.Reason, st.Message = v1alpha1.PhaseFailed, reason, "simulated failure"
-	st.FailedTarget, st.FailedTime = n.BRN.Spec.TargetVersion, mtime(s.in.Now)
-	st.FailureCount++
-	n.BRN.Spec.Action = v1alpha1.ActionNone
-	n.Node.Spec.Unschedulable = false
+// stage plays the agent staging the target; it answers once the download is done.
+func (s *simulation) stage(n NodeState, w *hostWorld) bool {
+	brn := n.BRN
+	a := brn.Status.Agent
+	if w.stageDone.IsZero() {
+		w.stageDone = s.later()
+		return false
+	}
+	if s.in.Now.Before(w.stageDone) {
+		return false
+	}
+	res := &v1alpha1.AgentAction{Action: v1alpha1.ActionStage, TargetVersion: brn.Spec.TargetVersion, Result: v1alpha1.ActionSucceeded, Time: metav1.NewTime(s.in.Now)}
+	if s.rng.IntN(100) < s.failPct {
+		res.Result, res.Message = v1alpha1.ActionFailed, "simulated download failure"
+	} else {
+		a.StagedVersion = brn.Spec.TargetVersion
+	}
+	a.LastAction, a.ObservedGeneration = res, brn.Generation
+	s.logf("%-8s agent: stage %s %s", n.Node.Name, brn.Spec.TargetVersion, res.Result)
+	return true
+}
+
+// reboot plays the agent recording the boot and rebooting, and the host coming back.
+func (s *simulation) reboot(n NodeState, w *hostWorld) bool {
+	brn := n.BRN
+	a := brn.Status.Agent
+	if a.RebootRecord == nil || a.RebootRecord.ToVersion != brn.Spec.TargetVersion {
+		a.RebootRecord = &v1alpha1.RebootRecord{BootID: a.BootID, FromVersion: a.CurrentVersion, ToVersion: brn.Spec.TargetVersion, Time: metav1.NewTime(s.in.Now)}
+		a.ObservedGeneration = brn.Generation
+		setReady(n.Node, false)
+		w.bootDone = s.later()
+		s.logf("%-8s agent: reboot into %s", n.Node.Name, brn.Spec.TargetVersion)
+		return true
+	}
+	if s.in.Now.Before(w.bootDone) {
+		return false
+	}
+	w.boots++
+	a.BootID = fmt.Sprintf("boot-%d", w.boots)
+	if s.rng.IntN(100) < s.failPct {
+		a.LastAction = &v1alpha1.AgentAction{Action: v1alpha1.ActionReboot, TargetVersion: brn.Spec.TargetVersion, Result: v1alpha1.ActionFailed,
+			Reason: v1alpha1.ReasonFallback, Message: "simulated boot failure: the host fell back to " + a.CurrentVersion, Time: metav1.NewTime(s.in.Now)}
+	} else {
+		a.CurrentVersion = brn.Spec.TargetVersion
+	}
 	setReady(n.Node, true)
-	delete(s.due, n.Node.Name)
+	w.podsReadyAt = s.in.Now.Add(time.Duration(s.rng.IntN(3)) * time.Minute)
+	s.logf("%-8s host: booted %s", n.Node.Name, a.CurrentVersion)
+	return true
+}
+
+// pending reports whether a host or its pods will change by time alone.
+func (s *simulation) pending() bool {
+	for _, w := range s.world {
+		for _, t := range []time.Time{w.stageDone, w.drained, w.bootDone, w.podsReadyAt} {
+			if t.After(s.in.Now) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // settled reports whether every governed node is Updated on its policy's target or Failed.
@@ -195,21 +280,21 @@ func (s *simulation) resumeHalted(plan Plan) bool {
 	return resumed
 }
 
-// run steps until the fleet settles. After the controller moved a node, it plans again at
-// once (a reconcile); otherwise time moves a minute while nodes are in flight, else to the
-// plan's NextWake. A rollout halted by its failure budget is resumed by a "person" an hour
+// run steps until the fleet settles. After a host or agent changed, it plans again at once
+// (a reconcile on the watch event); otherwise time moves a minute while a host is busy or the
+// plan polls, else to the plan's NextWake. A rollout halted by its failure budget is resumed by a "person" an hour
 // later. With nothing in flight and no NextWake, the fleet must have settled.
 func (s *simulation) run(maxSteps int) Plan {
 	s.t.Helper()
 	for {
 		plan, moved := s.step()
 		switch {
-		case settled(plan) && len(s.due) == 0 && !moved:
+		case settled(plan) && !s.pending() && !moved:
 			return plan
 		case s.steps >= maxSteps:
 			s.t.Fatalf("not settled after %d steps at %s: %s", s.steps, s.in.Now, stuckReasons(plan))
 		case moved:
-		case len(s.due) > 0:
+		case s.pending() || plan.Poll:
 			s.in.Now = s.in.Now.Add(time.Minute)
 		case s.resumeHalted(plan):
 			s.in.Now = s.in.Now.Add(time.Hour)
