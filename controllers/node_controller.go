@@ -45,61 +45,89 @@ type NodeReconciler struct {
 // Reconcile labels a Bottlerocket Node and creates its BottlerocketNode, or removes the
 // BottlerocketNode of a Node that is gone.
 func (r *NodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	logger := log.FromContext(ctx)
 	var node corev1.Node
 	if err := r.Client.Get(ctx, req.NamespacedName, &node); err != nil {
 		if !apierrors.IsNotFound(err) {
 			return ctrl.Result{}, fmt.Errorf("reading Node %s: %w", req.Name, err)
 		}
-		// The owner reference lets the garbage collector do this too; doing it here frees the
-		// node's slot at once.
-		brn := &v1alpha1.BottlerocketNode{ObjectMeta: metav1.ObjectMeta{Name: req.Name}}
-		if err := r.Client.Delete(ctx, brn); client.IgnoreNotFound(err) != nil {
-			return ctrl.Result{}, fmt.Errorf("deleting the BottlerocketNode of gone Node %s: %w", req.Name, err)
-		}
-		return ctrl.Result{}, nil
+		return ctrl.Result{}, r.forget(ctx, req.Name)
 	}
 	version, ok := bottlerocketVersion(&node)
 	if !ok || !node.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil
 	}
 	supported := v1alpha1.CompareVersions(version, minSupportedVersion) >= 0
-	if supported && node.Labels[v1alpha1.LabelInterfaceVersion] != v1alpha1.InterfaceVersion {
-		patch := client.MergeFrom(node.DeepCopy())
-		if node.Labels == nil {
-			node.Labels = map[string]string{}
+	if supported {
+		if err := r.label(ctx, &node); err != nil {
+			return ctrl.Result{}, err
 		}
-		node.Labels[v1alpha1.LabelInterfaceVersion] = v1alpha1.InterfaceVersion
-		if err := r.Client.Patch(ctx, &node, patch, client.FieldOwner(FieldManager)); err != nil {
-			return ctrl.Result{}, fmt.Errorf("labelling Node %s: %w", node.Name, err)
-		}
-		logger.Info("Labelled Bottlerocket node for the agent", "label", v1alpha1.LabelInterfaceVersion)
 	}
+	brn, err := r.ensureBRN(ctx, &node, version)
+	if err != nil || supported {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{}, r.markUnsupported(ctx, brn, version)
+}
 
+// forget deletes the BottlerocketNode of a Node that is gone. The owner reference lets the
+// garbage collector do this too; doing it here frees the node's slot at once.
+func (r *NodeReconciler) forget(ctx context.Context, name string) error {
+	brn := &v1alpha1.BottlerocketNode{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := r.Client.Delete(ctx, brn); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("deleting the BottlerocketNode of gone Node %s: %w", name, err)
+	}
+	return nil
+}
+
+// label puts the interface-version label the agent DaemonSet schedules on.
+func (r *NodeReconciler) label(ctx context.Context, node *corev1.Node) error {
+	if node.Labels[v1alpha1.LabelInterfaceVersion] == v1alpha1.InterfaceVersion {
+		return nil
+	}
+	patch := client.MergeFrom(node.DeepCopy())
+	if node.Labels == nil {
+		node.Labels = map[string]string{}
+	}
+	node.Labels[v1alpha1.LabelInterfaceVersion] = v1alpha1.InterfaceVersion
+	if err := r.Client.Patch(ctx, node, patch, client.FieldOwner(FieldManager)); err != nil {
+		return fmt.Errorf("labelling Node %s: %w", node.Name, err)
+	}
+	log.FromContext(ctx).Info("Labelled Bottlerocket node for the agent", "label", v1alpha1.LabelInterfaceVersion)
+	return nil
+}
+
+// ensureBRN returns the node's BottlerocketNode, created (owned by the Node) if missing.
+func (r *NodeReconciler) ensureBRN(ctx context.Context, node *corev1.Node, version string) (*v1alpha1.BottlerocketNode, error) {
 	brn := &v1alpha1.BottlerocketNode{ObjectMeta: metav1.ObjectMeta{Name: node.Name}}
 	err := r.Client.Get(ctx, client.ObjectKeyFromObject(brn), brn)
 	switch {
 	case apierrors.IsNotFound(err):
 		brn.Spec.Action = v1alpha1.ActionNone
-		if err := controllerutil.SetOwnerReference(&node, brn, r.Client.Scheme()); err != nil {
-			return ctrl.Result{}, fmt.Errorf("owning BottlerocketNode %s by its Node: %w", node.Name, err)
+		if err := controllerutil.SetOwnerReference(node, brn, r.Client.Scheme()); err != nil {
+			return nil, fmt.Errorf("owning BottlerocketNode %s by its Node: %w", node.Name, err)
 		}
 		if err := r.Client.Create(ctx, brn, client.FieldOwner(FieldManager)); err != nil && !apierrors.IsAlreadyExists(err) {
-			return ctrl.Result{}, fmt.Errorf("creating BottlerocketNode %s: %w", node.Name, err)
+			return nil, fmt.Errorf("creating BottlerocketNode %s: %w", node.Name, err)
 		}
-		logger.Info("Created BottlerocketNode", "version", version)
+		log.FromContext(ctx).Info("Created BottlerocketNode", "version", version)
 	case err != nil:
-		return ctrl.Result{}, fmt.Errorf("reading BottlerocketNode %s: %w", node.Name, err)
+		return nil, fmt.Errorf("reading BottlerocketNode %s: %w", node.Name, err)
 	}
-	if !supported && brn.Status.Reason != v1alpha1.ReasonUnsupportedHost {
-		patch := client.MergeFrom(brn.DeepCopy())
-		brn.Status.Phase, brn.Status.Reason = v1alpha1.PhaseIdle, v1alpha1.ReasonUnsupportedHost
-		brn.Status.Message = fmt.Sprintf("Bottlerocket %s is older than %s and has no update API; update it by replacing the node", version, minSupportedVersion)
-		if err := r.Client.Status().Patch(ctx, brn, patch, client.FieldOwner(FieldManager)); err != nil {
-			return ctrl.Result{}, fmt.Errorf("reporting BottlerocketNode %s unsupported: %w", node.Name, err)
-		}
+	return brn, nil
+}
+
+// markUnsupported says on the BottlerocketNode that its host is too old to be updated.
+func (r *NodeReconciler) markUnsupported(ctx context.Context, brn *v1alpha1.BottlerocketNode, version string) error {
+	if brn.Status.Reason == v1alpha1.ReasonUnsupportedHost {
+		return nil
 	}
-	return ctrl.Result{}, nil
+	patch := client.MergeFrom(brn.DeepCopy())
+	brn.Status.Phase, brn.Status.Reason = v1alpha1.PhaseIdle, v1alpha1.ReasonUnsupportedHost
+	brn.Status.Message = fmt.Sprintf("Bottlerocket %s is older than %s and has no update API; update it by replacing the node", version, minSupportedVersion)
+	if err := r.Client.Status().Patch(ctx, brn, patch, client.FieldOwner(FieldManager)); err != nil {
+		return fmt.Errorf("reporting BottlerocketNode %s unsupported: %w", brn.Name, err)
+	}
+	return nil
 }
 
 // SetupWithManager registers the node discovery.

@@ -20,9 +20,26 @@ func (pp *policyPass) buildReport(out []NodeDecision) {
 			r.RolloutStartTime = st.RolloutStartTime.Time
 		}
 	}
-	c := &r.Counts
+	waiting := pp.countPhases(out)
+	r.Progress = fmt.Sprintf("%d/%d", r.Counts.Updated, r.Counts.Total)
+	r.MaxUnavailable = pp.maxUnavailable
+	r.FailedNodes = pp.failed
+	r.Halted = pp.failed >= pp.spec.MaxFailedNodesOrDefault()
+	r.Invalid = strings.Join(pp.invalid, "; ")
+	if current := pp.reportWaves(); current >= 0 {
+		r.NextMaintenanceWindow = pp.waves[current].nextOpen
+		if waiting || r.Counts.Staging > 0 {
+			pp.wakeAt(pp.waves[current].windowChange)
+		}
+	}
+	r.Phase = pp.rolloutPhase(waiting)
+}
+
+// countPhases counts the governed nodes by decided phase, and reports whether any waits in
+// Pending.
+func (pp *policyPass) countPhases(out []NodeDecision) (waiting bool) {
+	c := &pp.report.Counts
 	c.Total = int32(len(pp.members))
-	waiting := false
 	for _, i := range pp.members {
 		switch out[i].Phase {
 		case v1alpha1.PhaseIdle:
@@ -40,11 +57,13 @@ func (pp *policyPass) buildReport(out []NodeDecision) {
 			c.InProgress++
 		}
 	}
-	r.Progress = fmt.Sprintf("%d/%d", c.Updated, c.Total)
-	r.MaxUnavailable = pp.maxUnavailable
-	r.FailedNodes = pp.failed
-	r.Halted = pp.failed >= pp.spec.MaxFailedNodesOrDefault()
-	r.Invalid = strings.Join(pp.invalid, "; ")
+	return waiting
+}
+
+// reportWaves fills each wave's progress (the implicit wave only when it has nodes or is the
+// only one) and returns the current wave: the first open and not complete, -1 if none.
+func (pp *policyPass) reportWaves() int {
+	r := &pp.report
 	r.Waves = make([]v1alpha1.WaveStatus, 0, len(pp.waves))
 	current := -1
 	for k := range pp.waves {
@@ -62,13 +81,7 @@ func (pp *policyPass) buildReport(out []NodeDecision) {
 		}
 		r.Waves = append(r.Waves, ws)
 	}
-	if current >= 0 {
-		r.NextMaintenanceWindow = pp.waves[current].nextOpen
-		if waiting || c.Staging > 0 {
-			pp.wakeAt(pp.waves[current].windowChange)
-		}
-	}
-	r.Phase = pp.rolloutPhase(waiting)
+	return current
 }
 
 // rolloutPhase summarises the rollout for `kubectl get upol`.

@@ -81,50 +81,68 @@ func (pp *policyPass) assignWaves() {
 	for k, w := range pp.waves {
 		byName[w.name] = k
 	}
-	last := byName[ImplicitWave]
-	if _, ok := byName[ImplicitWave]; !ok {
+	last, ok := byName[ImplicitWave]
+	if !ok {
 		last = len(pp.waves) - 1
 	}
-	selectors := make([]labels.Selector, len(pp.waves))
-	for k, w := range pp.waves {
-		if w.spec != nil && w.spec.NodeSelector != nil {
-			sel, err := selectorFor(w.spec.NodeSelector)
-			if err != nil {
-				pp.invalid = append(pp.invalid, fmt.Sprintf("wave %s: nodeSelector: %v", w.name, err))
-				sel = labels.Nothing()
-			}
-			selectors[k] = sel
-		}
-	}
+	selectors := pp.waveSelectors()
 	pp.waveOf = make([]int, len(pp.members))
 	var unassigned []int // positions in members
 	for k, i := range pp.members {
-		pp.waveOf[k] = -1
-		if brn := pp.in.Nodes[i].BRN; brn != nil && pp.target != "" && brn.Status.RolloutTarget == pp.target {
-			if w, ok := byName[brn.Status.Wave]; ok {
-				pp.waveOf[k] = w
-				continue
-			}
-		}
-		set := labels.Set(pp.in.Nodes[i].Node.Labels)
-		for w, sel := range selectors {
-			if sel != nil && sel.Matches(set) {
-				pp.waveOf[k] = w
-				break
-			}
-		}
-		if pp.waveOf[k] < 0 {
+		if pp.waveOf[k] = pp.recordedOrSelectedWave(i, byName, selectors); pp.waveOf[k] < 0 {
 			unassigned = append(unassigned, k)
-		}
-	}
-	for _, w := range pp.waveOf {
-		if w >= 0 {
-			pp.waves[w].nodes++
+		} else {
+			pp.waves[pp.waveOf[k]].nodes++
 		}
 	}
 	slices.SortFunc(unassigned, func(a, b int) int {
 		return strings.Compare(pp.views[pp.members[a]].name, pp.views[pp.members[b]].name)
 	})
+	unassigned = pp.fillCountWaves(unassigned)
+	for _, k := range unassigned {
+		pp.waveOf[k] = last
+		pp.waves[last].nodes++
+	}
+}
+
+// waveSelectors parses every wave's node selector (nil for waves without one); an invalid one
+// selects nothing and makes the policy invalid.
+func (pp *policyPass) waveSelectors() []labels.Selector {
+	selectors := make([]labels.Selector, len(pp.waves))
+	for k, w := range pp.waves {
+		if w.spec == nil || w.spec.NodeSelector == nil {
+			continue
+		}
+		sel, err := selectorFor(w.spec.NodeSelector)
+		if err != nil {
+			pp.invalid = append(pp.invalid, fmt.Sprintf("wave %s: nodeSelector: %v", w.name, err))
+			sel = labels.Nothing()
+		}
+		selectors[k] = sel
+	}
+	return selectors
+}
+
+// recordedOrSelectedWave returns node i's wave recorded for this rollout, else the first wave
+// whose selector matches it, else -1.
+func (pp *policyPass) recordedOrSelectedWave(i int, byName map[string]int, selectors []labels.Selector) int {
+	if brn := pp.in.Nodes[i].BRN; brn != nil && pp.target != "" && brn.Status.RolloutTarget == pp.target {
+		if w, ok := byName[brn.Status.Wave]; ok {
+			return w
+		}
+	}
+	set := labels.Set(pp.in.Nodes[i].Node.Labels)
+	for w, sel := range selectors {
+		if sel != nil && sel.Matches(set) {
+			return w
+		}
+	}
+	return -1
+}
+
+// fillCountWaves fills the waves sized by a count, in order, from the unassigned nodes (a wave
+// already complete takes none), and returns the nodes left.
+func (pp *policyPass) fillCountWaves(unassigned []int) []int {
 	for w := range pp.waves {
 		ws := &pp.waves[w]
 		if ws.spec == nil || ws.spec.Nodes == nil || pp.persistedCompletion(ws.name) != nil {
@@ -139,10 +157,7 @@ func (pp *policyPass) assignWaves() {
 			ws.nodes++
 		}
 	}
-	for _, k := range unassigned {
-		pp.waveOf[k] = last
-		pp.waves[last].nodes++
-	}
+	return unassigned
 }
 
 // persistedCompletion returns the completion time the status carries for the named wave of
