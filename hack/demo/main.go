@@ -25,28 +25,21 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers"
 	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
 	"github.com/bottlerocket-ops/update-operator/test/framework/audit"
 	"github.com/bottlerocket-ops/update-operator/test/framework/deploy"
-	"github.com/bottlerocket-ops/update-operator/test/framework/fleet"
 	"github.com/bottlerocket-ops/update-operator/test/framework/hostsim"
-	"github.com/bottlerocket-ops/update-operator/test/framework/localcluster"
+	"github.com/bottlerocket-ops/update-operator/test/framework/stack"
 	"github.com/bottlerocket-ops/update-operator/test/framework/testenv"
 )
 
@@ -76,69 +69,37 @@ func main() {
 	}
 }
 
-// cluster is where the demo runs.
-type cluster struct {
-	config     *rest.Config
-	scheme     *runtime.Scheme
-	client     client.Client
-	kubeconfig string
-	local      *localcluster.Cluster // nil with -light
-	install    *deploy.Install       // nil with -light
-	stop       func()
-}
-
 func run(ctx context.Context, n int, keep, light bool, stateDir string) error {
-	start := startLocal
-	if light {
-		start = startLight
-	}
-	cl, err := start(ctx, stateDir)
-	if err != nil {
-		return err
-	}
-	defer cl.stop()
-	say("Look around while it runs: export KUBECONFIG=%s; kubectl get brn -w   (Ctrl-C stops the demo)", cl.kubeconfig)
-	if cl.local != nil {
-		if err := workloads(ctx, cl.client, n); err != nil {
-			return err
-		}
-	}
-
-	// The controller first: it labels the nodes, which schedules an agent pod on each. It
-	// stops before the cluster does.
-	ctrlCtx, stopCtrl := context.WithCancel(ctx)
-	ctrlDone, err := startController(ctrlCtx, cl)
-	if err != nil {
-		stopCtrl()
-		return err
-	}
-	defer func() { stopCtrl(); <-ctrlDone }()
-	say("Starting %d simulated Bottlerocket %s nodes in 3 zones, each with its host and a real agent", n, fromVersion)
-	dir, err := fleet.TempDir()
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	opts := fleet.Options{
-		Nodes: n, Prefix: "ip-10-0", Dir: dir, Zones: []string{"us-west-2a", "us-west-2b", "us-west-2c"},
-		RefreshInterval: 2 * time.Second, Cluster: cl.local,
+	p := &progress{nodes: n, light: light, stateDir: stateDir}
+	opts := stack.Options{
+		Nodes: n, RefreshInterval: 2 * time.Second, Light: light, Dir: stateDir,
 		Host: hostsim.Config{
 			Version: fromVersion, Variant: "aws-k8s-1.31", Arch: "x86_64", Releases: hostsim.Releases(fromVersion),
 			RefreshDuration: 100 * time.Millisecond, PrepareDuration: 2 * time.Second,
 			ActivateDuration: 100 * time.Millisecond, RebootDuration: 3 * time.Second,
 			RebootResponse: hostsim.RebootDrop,
 		},
+		Controller: controllers.Options{PollInterval: 500 * time.Millisecond},
+		Before:     p.before,
+		Logger:     ctrl.Log.WithName("stack"),
 	}
-	if cl.install != nil {
-		opts.AgentConfig = cl.install.Agent
+	if !light {
+		binDir, err := buildBinaries(ctx)
+		if err != nil {
+			return err
+		}
+		opts.BinDir, opts.Dir = binDir, filepath.Join(stateDir, "cluster")
+		// The workloads come before the nodes: their pods land as the nodes do, unevenly, and
+		// drains meet the budgets' refusals.
+		opts.Workloads, opts.WorkloadsFirst = stack.Shop, true
 	}
-	fl, err := fleet.Start(ctx, cl.config, cl.scheme, opts)
+	s, err := stack.Start(ctx, opts)
 	if err != nil {
 		return err
 	}
-	defer fl.Stop()
+	defer s.Stop()
 
-	c := cl.client
+	c := s.Client
 	policy := demoPolicy()
 	if err := c.Create(ctx, policy); err != nil {
 		return fmt.Errorf("applying the policy: %w", err)
@@ -152,7 +113,7 @@ func run(ctx context.Context, n int, keep, light bool, stateDir string) error {
 
 	say("Bottlerocket %s is released", toVersion)
 	begin := time.Now()
-	fl.SetAvailable(toVersion, fromVersion)
+	s.Fleet.SetAvailable(toVersion, fromVersion)
 	stats := &stats{}
 	tty := isTTY()
 	err = waitFor(ctx, c, func(w world) bool {
@@ -163,9 +124,9 @@ func run(ctx context.Context, n int, keep, light bool, stateDir string) error {
 	if err != nil {
 		return err
 	}
-	summary(ctx, c, stats, time.Since(begin), n, cl)
+	summary(ctx, c, stats, time.Since(begin), n, s.AuditLogPath)
 	if keep {
-		fmt.Printf("\nThe cluster keeps running; look around with\n  export KUBECONFIG=%s\n  kubectl get upol,brn -o wide; kubectl get events -A; kubectl get pods -A -o wide\nand press Ctrl-C to stop it.\n", cl.kubeconfig)
+		fmt.Printf("\nThe cluster keeps running; look around with\n  export KUBECONFIG=%s\n  kubectl get upol,brn -o wide; kubectl get events -A; kubectl get pods -A -o wide\nand press Ctrl-C to stop it.\n", s.Kubeconfig)
 		<-ctx.Done()
 	} else {
 		fmt.Println("\nStopping the cluster (go run ./hack/demo -keep keeps it up to look around).")
@@ -173,29 +134,57 @@ func run(ctx context.Context, n int, keep, light bool, stateDir string) error {
 	return nil
 }
 
-// startController runs the controller until ctx ends: on the local cluster as the installed
-// Deployment's replica would (its service account, leader election, restarted if it exits);
-// with -light as the admin. The channel is closed once it is gone.
-func startController(ctx context.Context, cl *cluster) (<-chan struct{}, error) {
-	o := controllers.Options{PollInterval: 500 * time.Millisecond}
-	opts := ctrl.Options{Scheme: cl.scheme, Metrics: metricsserver.Options{BindAddress: "0"}}
-	if cl.install != nil {
-		say("Starting the controller under its service account, with leader election")
-		return cl.install.RunController(ctx, o, opts)
+// progress tells what the stack is starting.
+type progress struct {
+	nodes     int
+	light     bool
+	stateDir  string
+	announced bool
+}
+
+// before is called before each step of the stack's start. The kubeconfig is told once the
+// cluster runs with the operator installed.
+func (p *progress) before(_ context.Context, step stack.Step, s *stack.Stack) error {
+	if s.Kubeconfig != "" && step != stack.StepInstall && !p.announced {
+		p.announced = true
+		say("Look around while it runs: export KUBECONFIG=%s; kubectl get brn -w   (Ctrl-C stops the demo)", s.Kubeconfig)
 	}
-	say("Starting the controller")
-	mgr, err := controllers.NewManager(cl.config, o, opts)
-	if err != nil {
-		return nil, err
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := mgr.Start(ctx); err != nil {
-			fmt.Fprintln(os.Stderr, "demo: the controller stopped:", err)
+	switch step {
+	case stack.StepCluster:
+		if p.light {
+			say("Starting a control plane (etcd + kube-apiserver; built once from the Go module proxy, ~7 min the first time)")
+		} else {
+			say("Starting a local cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok) in %s", p.stateDir)
 		}
-	}()
-	return done, nil
+	case stack.StepInstall:
+		say("Installing the operator from dist/install.yaml (CRDs, RBAC, admission policy, agent DaemonSet); its components run here, under the identities it defines")
+	case stack.StepController:
+		// The controller first: it labels the nodes, which schedules an agent pod on each.
+		if p.light {
+			say("Starting the controller")
+		} else {
+			say("Starting the controller under its service account, with leader election")
+		}
+	case stack.StepFleet:
+		say("Starting %d simulated Bottlerocket %s nodes in 3 zones, each with its host and a real agent", p.nodes, fromVersion)
+	case stack.StepWorkloads:
+		say("Running workloads in namespace %s: Deployment web (%d, PDB maxUnavailable 5%%), StatefulSet db (3, PDB minAvailable 2), DaemonSet node-logs",
+			stack.WorkloadNamespace, stack.ShopReplicas(p.nodes))
+	}
+	return nil
+}
+
+// buildBinaries builds the local cluster's binaries if need be and returns their directory.
+func buildBinaries(ctx context.Context) (string, error) {
+	say("Building the cluster's binaries if needed (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok: ~9 min on 2 cores the first time, with progress; then cached)")
+	build := exec.CommandContext(ctx, filepath.Join(testenv.RepoRoot(), "hack", "controlplane.sh"), "--all")
+	build.Stderr = os.Stderr
+	out, err := build.Output()
+	if err != nil {
+		return "", fmt.Errorf("building the cluster's binaries: %w", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1], nil
 }
 
 func demoPolicy() *v1alpha1.UpdatePolicy {
@@ -343,7 +332,7 @@ func show(w world, s *stats, elapsed time.Duration, tty bool) {
 	fmt.Print(b.String())
 }
 
-func summary(ctx context.Context, c client.Client, s *stats, elapsed time.Duration, n int, cl *cluster) {
+func summary(ctx context.Context, c client.Client, s *stats, elapsed time.Duration, n int, auditLog string) {
 	w, _ := look(ctx, c)
 	updated := 0
 	for _, b := range w.brns {
@@ -355,8 +344,8 @@ func summary(ctx context.Context, c client.Client, s *stats, elapsed time.Durati
 	fmt.Printf("  nodes updated to %s:      %d of %d\n", toVersion, updated, n)
 	fmt.Printf("  time taken:                %s\n", elapsed.Round(100*time.Millisecond))
 	fmt.Printf("  most nodes unavailable:    %d (budget %d)\n", s.maxUnavailable, s.budget)
-	if cl.local != nil {
-		refused, err := audit.Count(cl.local.AuditLogPath, func(ev audit.Event) bool {
+	if auditLog != "" {
+		refused, err := audit.Count(auditLog, func(ev audit.Event) bool {
 			return ev.ObjectRef.Subresource == "eviction" && ev.ResponseStatus.Code == 429
 		})
 		if err != nil {
@@ -364,7 +353,7 @@ func summary(ctx context.Context, c client.Client, s *stats, elapsed time.Durati
 		} else {
 			fmt.Printf("  evictions refused by PDBs: %d\n", refused)
 		}
-		if own, foreign, err := deploy.AgentWrites(cl.local.AuditLogPath); err != nil {
+		if own, foreign, err := deploy.AgentWrites(auditLog); err != nil {
 			fmt.Printf("  agents' writes:            unknown (%v)\n", err)
 		} else {
 			writes := 0
@@ -386,106 +375,4 @@ func say(format string, args ...any) {
 func isTTY() bool {
 	fi, err := os.Stdout.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
-
-// startLight starts etcd + kube-apiserver with the CRDs (no workloads, no scheduler).
-func startLight(_ context.Context, stateDir string) (*cluster, error) {
-	say("Starting a control plane (etcd + kube-apiserver; built once from the Go module proxy, ~7 min the first time)")
-	env, err := testenv.Start()
-	if err != nil {
-		return nil, err
-	}
-	cl := &cluster{config: env.Config, scheme: env.Scheme, client: env.Client, stop: func() { _ = env.Stop() }}
-	user, err := env.Environment.AddUser(envtest.User{Name: "demo-admin", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		cl.stop()
-		return nil, fmt.Errorf("creating the demo's admin user: %w", err)
-	}
-	raw, err := user.KubeConfig()
-	if err != nil {
-		cl.stop()
-		return nil, fmt.Errorf("writing the demo's kubeconfig: %w", err)
-	}
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		cl.stop()
-		return nil, err
-	}
-	if cl.kubeconfig, err = filepath.Abs(filepath.Join(stateDir, "kubeconfig")); err != nil {
-		cl.stop()
-		return nil, err
-	}
-	return cl, os.WriteFile(cl.kubeconfig, raw, 0o600)
-}
-
-// startLocal starts a whole local cluster with the CRDs installed.
-func startLocal(ctx context.Context, stateDir string) (*cluster, error) {
-	say("Building the cluster's binaries if needed (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok: ~9 min on 2 cores the first time, with progress; then cached)")
-	build := exec.CommandContext(ctx, filepath.Join(testenv.RepoRoot(), "hack", "controlplane.sh"), "--all")
-	build.Stderr = os.Stderr
-	out, err := build.Output()
-	if err != nil {
-		return nil, fmt.Errorf("building the cluster's binaries: %w", err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	say("Starting a local cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok) in %s", stateDir)
-	dir, err := filepath.Abs(filepath.Join(stateDir, "cluster"))
-	if err != nil {
-		return nil, err
-	}
-	lc, err := localcluster.Start(ctx, localcluster.Options{Dir: dir, BinDir: lines[len(lines)-1], AuditLog: true})
-	if err != nil {
-		return nil, err
-	}
-	c, err := testenv.Connect(lc.Config)
-	if err != nil {
-		lc.Stop()
-		return nil, err
-	}
-	say("Installing the operator from dist/install.yaml (CRDs, RBAC, admission policy, agent DaemonSet); its components run here, under the identities it defines")
-	in, err := deploy.Apply(ctx, lc.Config, c)
-	if err != nil {
-		lc.Stop()
-		return nil, err
-	}
-	return &cluster{config: lc.Config, scheme: c.Scheme(), client: c, kubeconfig: lc.Kubeconfig, local: lc, install: in, stop: lc.Stop}, nil
-}
-
-// workloads runs what a fleet runs: a Deployment and a StatefulSet guarded by
-// PodDisruptionBudgets, and a DaemonSet, so that evictions meet real refusals.
-func workloads(ctx context.Context, c client.Client, n int) error {
-	const ns = "shop"
-	labels := func(app string) map[string]string { return map[string]string{"app": app} }
-	template := func(app string) corev1.PodTemplateSpec {
-		return corev1.PodTemplateSpec{
-			ObjectMeta: metav1.ObjectMeta{Labels: labels(app)},
-			Spec: corev1.PodSpec{
-				Containers:  []corev1.Container{{Name: app, Image: "registry.example/" + app + ":1"}},
-				Tolerations: []corev1.Toleration{{Key: "kwok.x-k8s.io/node", Operator: corev1.TolerationOpExists}},
-			},
-		}
-	}
-	web, db := int32(max(3, n)), int32(3)
-	// web's budget scales with the fleet (one pod per node): 5% may be disrupted at once (one
-	// pod of 20, 25 of 500).
-	twentieth, two := intstr.FromString("5%"), intstr.FromInt32(2)
-	objs := []client.Object{
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
-		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns}, Spec: appsv1.DeploymentSpec{
-			Replicas: &web, Selector: &metav1.LabelSelector{MatchLabels: labels("web")}, Template: template("web")}},
-		&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns}, Spec: policyv1.PodDisruptionBudgetSpec{
-			MaxUnavailable: &twentieth, Selector: &metav1.LabelSelector{MatchLabels: labels("web")}}},
-		&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns}, Spec: appsv1.StatefulSetSpec{
-			Replicas: &db, Selector: &metav1.LabelSelector{MatchLabels: labels("db")}, Template: template("db"), ServiceName: "db"}},
-		&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns}, Spec: policyv1.PodDisruptionBudgetSpec{
-			MinAvailable: &two, Selector: &metav1.LabelSelector{MatchLabels: labels("db")}}},
-		&appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "node-logs", Namespace: ns}, Spec: appsv1.DaemonSetSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: labels("node-logs")}, Template: template("node-logs")}},
-	}
-	for _, o := range objs {
-		if err := c.Create(ctx, o); err != nil {
-			return fmt.Errorf("creating %T %s: %w", o, o.GetName(), err)
-		}
-	}
-	say("Running workloads in namespace %s: Deployment web (%d, PDB maxUnavailable 5%%), StatefulSet db (3, PDB minAvailable 2), DaemonSet node-logs", ns, web)
-	return nil
 }

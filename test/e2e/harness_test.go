@@ -10,6 +10,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -21,22 +22,17 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/kubectl/pkg/util/podutils"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers"
@@ -47,7 +43,7 @@ import (
 	"github.com/bottlerocket-ops/update-operator/test/framework/hostsim"
 	"github.com/bottlerocket-ops/update-operator/test/framework/invariants"
 	"github.com/bottlerocket-ops/update-operator/test/framework/localcluster"
-	"github.com/bottlerocket-ops/update-operator/test/framework/testenv"
+	"github.com/bottlerocket-ops/update-operator/test/framework/stack"
 )
 
 const (
@@ -62,144 +58,58 @@ var host = hostsim.Config{
 	ActivateDuration: 20 * time.Millisecond, RebootDuration: time.Second, RebootResponse: hostsim.RebootRandom,
 }
 
-// cluster is one scenario's world.
+// cluster is one scenario's world: the stack and the watcher.
 type cluster struct {
-	t        *testing.T
-	env      *env
-	local    *localcluster.Cluster
-	install  *deploy.Install
-	fleet    *fleet.Fleet
-	w        *watcher
-	replicas int32
+	*stack.Stack
+	t *testing.T
+	w *watcher
 	// skipAgentCheck is set by a test that planted agent writes and checked them itself.
 	skipAgentCheck bool
-
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	done   <-chan struct{}
 }
 
-// env is the API server a scenario talks to.
-type env struct {
-	Config *rest.Config
-	Scheme *runtime.Scheme
-	Client client.Client
-}
-
-// workloadNS holds the scenario's workload: a Deployment with one pod per node, guarded by a
-// PodDisruptionBudget allowing one disruption.
-const workloadNS = "shop"
-
-// newCluster starts a local cluster with the operator installed from its manifests, the
-// watcher, the controller (its own service account, leader election), nodes simulated
+// newCluster starts the stack — a local cluster with the operator installed from its
+// manifests, the controller (its own service account, leader election), nodes simulated
 // Bottlerocket hosts whose agents use tokens bound to the agent DaemonSet's pods, and the
-// workload.
+// workload: a Deployment with one pod per node guarded by a PodDisruptionBudget allowing one
+// disruption — with the watcher following the cluster from before the controller starts.
 func newCluster(t *testing.T, nodes int, hc hostsim.Config) *cluster {
 	t.Helper()
 	logs.start()
-	ctx, cancel := context.WithCancel(context.Background())
-	lc, err := localcluster.Start(ctx, localcluster.Options{AuditLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(lc.Stop)
-	t.Cleanup(cancel)
-	c, err := testenv.Connect(lc.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{Config: lc.Config, Scheme: c.Scheme(), Client: c}
-	in, err := deploy.Apply(ctx, lc.Config, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl := &cluster{t: t, env: e, local: lc, install: in, replicas: int32(max(2, nodes))}
-	cl.w = startWatcher(t, e)
-	dir, err := fleet.TempDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	// The controller labels the nodes, the DaemonSet then runs an agent pod on each, whose
-	// token the node's agent gets.
-	cl.startController()
-	t.Cleanup(cl.stopController)
-	cl.fleet, err = fleet.Start(ctx, e.Config, e.Scheme, fleet.Options{
-		Nodes: nodes, Dir: dir, Host: hc, RefreshInterval: time.Second, Cluster: lc, AgentConfig: in.Agent,
+	c := &cluster{t: t}
+	s, err := stack.Start(context.Background(), stack.Options{
+		Nodes: nodes, Host: hc, RefreshInterval: time.Second,
+		Controller: controllers.Options{PollInterval: 200 * time.Millisecond},
+		Workloads:  stack.Web,
+		Before: func(ctx context.Context, step stack.Step, s *stack.Stack) (err error) {
+			if step == stack.StepController {
+				c.w, err = startWatcher(ctx, t, s)
+			}
+			return err
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(cl.fleet.Stop)
-	t.Cleanup(cl.checkAudit)
-	cl.runWorkload()
-	return cl
-}
-
-// runWorkload starts the Deployment and its PodDisruptionBudget and waits until its pods are
-// Ready and the disruption controller has computed the budget.
-func (c *cluster) runWorkload() {
-	c.t.Helper()
-	ctx := context.Background()
-	labels := map[string]string{"app": "web"}
-	one := intstr.FromInt32(1)
-	for _, o := range []client.Object{
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: workloadNS}},
-		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: workloadNS}, Spec: appsv1.DeploymentSpec{
-			Replicas: &c.replicas, Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
-				Containers:  []corev1.Container{{Name: "web", Image: "registry.example/web:1"}},
-				Tolerations: []corev1.Toleration{{Key: "kwok.x-k8s.io/node", Operator: corev1.TolerationOpExists}},
-			}},
-		}},
-		&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: workloadNS}, Spec: policyv1.PodDisruptionBudgetSpec{
-			MaxUnavailable: &one, Selector: &metav1.LabelSelector{MatchLabels: labels}}},
-	} {
-		if err := c.env.Client.Create(ctx, o); err != nil {
-			c.t.Fatal(err)
-		}
-	}
-	c.waitWorkloadHealthy()
+	c.Stack = s
+	t.Cleanup(s.Stop)
+	t.Cleanup(c.checkAudit)
+	return c
 }
 
 // waitWorkloadHealthy waits until the workload's pods are Ready and the disruption controller
 // has computed its budget.
 func (c *cluster) waitWorkloadHealthy() {
 	c.t.Helper()
-	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		var pdb policyv1.PodDisruptionBudget
-		err := c.env.Client.Get(ctx, client.ObjectKey{Namespace: workloadNS, Name: "web"}, &pdb)
-		return err == nil && pdb.Status.CurrentHealthy == c.replicas && pdb.Status.DisruptionsAllowed == 1, nil
-	})
-	if err != nil {
-		c.t.Fatalf("the workload did not become healthy: %v", err)
+	if err := c.WaitWorkloadsHealthy(context.Background()); err != nil {
+		c.t.Fatal(err)
 	}
 }
 
 // startController starts a replica of the controller (a new leader after a crash).
 func (c *cluster) startController() {
 	c.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done, err := c.install.RunController(ctx, controllers.Options{PollInterval: 200 * time.Millisecond},
-		ctrl.Options{Scheme: c.env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
-	if err != nil {
-		cancel()
+	if err := c.StartController(); err != nil {
 		c.t.Fatal(err)
-	}
-	c.mu.Lock()
-	c.cancel, c.done = cancel, done
-	c.mu.Unlock()
-}
-
-// stopController kills the controller (its lease is not released) and waits until it is gone.
-func (c *cluster) stopController() {
-	c.mu.Lock()
-	cancel, done := c.cancel, c.done
-	c.cancel = nil
-	c.mu.Unlock()
-	if cancel != nil {
-		cancel()
-		<-done
 	}
 }
 
@@ -209,7 +119,7 @@ func (c *cluster) stopController() {
 func (c *cluster) checkAudit() {
 	c.t.Helper()
 	evicted := map[string]int{}
-	_, err := audit.Count(c.local.AuditLogPath, func(ev audit.Event) bool {
+	_, err := audit.Count(c.AuditLogPath, func(ev audit.Event) bool {
 		if ev.ObjectRef.Subresource == "eviction" && ev.ResponseStatus.Code == 201 {
 			evicted[ev.ObjectRef.Namespace+"/"+ev.ObjectRef.Name]++
 		}
@@ -226,7 +136,7 @@ func (c *cluster) checkAudit() {
 	if c.skipAgentCheck {
 		return
 	}
-	problems, err := agentWriteViolations(c.local.AuditLogPath, c.fleet)
+	problems, err := agentWriteViolations(c.AuditLogPath, c.Fleet)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -253,7 +163,7 @@ func agentWriteViolations(path string, fl *fleet.Fleet) ([]string, error) {
 // apply creates a policy.
 func (c *cluster) apply(p *v1alpha1.UpdatePolicy) {
 	c.t.Helper()
-	if err := c.env.Client.Create(context.Background(), p); err != nil {
+	if err := c.Client.Create(context.Background(), p); err != nil {
 		c.t.Fatal(err)
 	}
 }
@@ -333,13 +243,13 @@ func (c *cluster) describeWorkload() string {
 	ctx := context.Background()
 	var pdb policyv1.PodDisruptionBudget
 	var pods corev1.PodList
-	if err := c.env.Client.Get(ctx, client.ObjectKey{Namespace: workloadNS, Name: "web"}, &pdb); err != nil {
-		return fmt.Sprintf("  PodDisruptionBudget %s/web: %v\n", workloadNS, err)
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: stack.WorkloadNamespace, Name: "web"}, &pdb); err != nil {
+		return fmt.Sprintf("  PodDisruptionBudget %s/web: %v\n", stack.WorkloadNamespace, err)
 	}
 	st := pdb.Status
 	s := fmt.Sprintf("  PodDisruptionBudget %s/web: %d healthy of %d desired, %d expected, %d disruptions allowed, disrupted pods %v\n",
-		workloadNS, st.CurrentHealthy, st.DesiredHealthy, st.ExpectedPods, st.DisruptionsAllowed, st.DisruptedPods)
-	if err := c.env.Client.List(ctx, &pods, client.InNamespace(workloadNS)); err != nil {
+		stack.WorkloadNamespace, st.CurrentHealthy, st.DesiredHealthy, st.ExpectedPods, st.DisruptionsAllowed, st.DisruptedPods)
+	if err := c.Client.List(ctx, &pods, client.InNamespace(stack.WorkloadNamespace)); err != nil {
 		return s + fmt.Sprintf("  pods: %v\n", err)
 	}
 	for i := range pods.Items {
@@ -377,7 +287,7 @@ func (c *cluster) look(ctx context.Context) (world, error) {
 	var nl corev1.NodeList
 	var bl v1alpha1.BottlerocketNodeList
 	for _, l := range []client.ObjectList{&pl, &nl, &bl} {
-		if err := c.env.Client.List(ctx, l); err != nil {
+		if err := c.Client.List(ctx, l); err != nil {
 			return w, err
 		}
 	}
@@ -490,31 +400,31 @@ type watcher struct {
 	forced bool
 }
 
-func startWatcher(t *testing.T, env *env) *watcher {
+// startWatcher starts the watcher on the stack's cluster until ctx ends; the violations it
+// saw are reported when the test ends.
+func startWatcher(ctx context.Context, t *testing.T, s *stack.Stack) (*watcher, error) {
 	t.Helper()
-	cc, err := cache.New(env.Config, cache.Options{Scheme: env.Scheme})
+	cc, err := cache.New(s.Config, cache.Options{Scheme: s.Scheme})
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("creating the watcher's cache: %w", err)
 	}
 	w := &watcher{cache: cc, checker: invariants.NewChecker(), healthy: map[string]bool{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
 	for _, obj := range []client.Object{&corev1.Node{}, &v1alpha1.BottlerocketNode{}, &v1alpha1.UpdatePolicy{}, &corev1.Pod{}, &policyv1.PodDisruptionBudget{}} {
 		inf, err := cc.GetInformer(ctx, obj)
 		if err != nil {
-			t.Fatal(err)
+			return nil, fmt.Errorf("watching %T: %w", obj, err)
 		}
 		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 			AddFunc:    func(any) { w.observe(ctx) },
 			UpdateFunc: func(any, any) { w.observe(ctx) },
 			DeleteFunc: func(any) { w.observe(ctx) },
 		}); err != nil {
-			t.Fatal(err)
+			return nil, fmt.Errorf("watching %T: %w", obj, err)
 		}
 	}
 	go func() { _ = cc.Start(ctx) }()
 	if !cc.WaitForCacheSync(ctx) {
-		t.Fatal("the watcher's caches did not sync")
+		return nil, errors.New("the watcher's caches did not sync")
 	}
 	t.Cleanup(func() {
 		w.mu.Lock()
@@ -523,7 +433,7 @@ func startWatcher(t *testing.T, env *env) *watcher {
 			t.Error("invariant broken: " + v)
 		}
 	})
-	return w
+	return w, nil
 }
 
 // observe checks one step of the cluster, as the watcher's caches see it now.

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/test/framework/stack"
 )
 
 func dur(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
@@ -109,7 +110,7 @@ func TestScale(t *testing.T) {
 // uncordoned, the rollout halts with nothing else touched; a pin to the old version recovers.
 func TestBadRelease(t *testing.T) {
 	c := newCluster(t, 6, host)
-	canary := c.fleet.Nodes[0]
+	canary := c.Fleet.Nodes[0]
 	canary.Host.FailBoot()
 	c.apply(policy("fleet", v1alpha1.UpdatePolicySpec{
 		MaxUnavailable: ios(intstr.FromInt32(2)),
@@ -132,18 +133,18 @@ func TestBadRelease(t *testing.T) {
 			t.Errorf("node %s was touched: %s %s", b.Name, b.Spec.Action, b.Status.Phase)
 		}
 	}
-	for _, n := range c.fleet.Nodes {
+	for _, n := range c.Fleet.Nodes {
 		if n.Host.Version() != from {
 			t.Errorf("host %s runs %s", n.Name, n.Host.Version())
 		}
 	}
 	// Roll back: pin the fleet to the version it runs.
 	var p v1alpha1.UpdatePolicy
-	if err := c.env.Client.Get(context.Background(), client.ObjectKey{Name: "fleet"}, &p); err != nil {
+	if err := c.Client.Get(context.Background(), client.ObjectKey{Name: "fleet"}, &p); err != nil {
 		t.Fatal(err)
 	}
 	p.Spec.Version = from
-	if err := c.env.Client.Update(context.Background(), &p); err != nil {
+	if err := c.Client.Update(context.Background(), &p); err != nil {
 		t.Fatal(err)
 	}
 	c.waitFor("the pin recovers the fleet", 2*time.Minute, func(w world) bool {
@@ -169,9 +170,9 @@ func TestChaos(t *testing.T) {
 			}
 			return updated >= 4*(i+1)
 		})
-		c.stopController()
+		c.StopController()
 		for range 3 {
-			n := c.fleet.Nodes[rng.IntN(len(c.fleet.Nodes))]
+			n := c.Fleet.Nodes[rng.IntN(len(c.Fleet.Nodes))]
 			n.StopAgent()
 			if err := n.StartAgent(); err != nil {
 				t.Fatal(err)
@@ -181,13 +182,13 @@ func TestChaos(t *testing.T) {
 		if i == 1 {
 			// The API server dies under everyone's feet: the controller may lose its lease
 			// (it is restarted, as its container would be), watches break and resume.
-			if err := c.local.RestartAPIServer(context.Background(), nil); err != nil {
+			if err := c.Cluster.RestartAPIServer(context.Background(), nil); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	c.waitUpdated("the rollout completes through the crashes", 5*time.Minute)
-	for _, n := range c.fleet.Nodes {
+	for _, n := range c.Fleet.Nodes {
 		if boots := n.Host.State().Boots; boots != 2 {
 			t.Errorf("host %s booted %d times, want 2 (one reboot)", n.Name, boots)
 		}
@@ -225,18 +226,18 @@ func TestWatcherCatchesPlantedViolations(t *testing.T) {
 	ctx := context.Background()
 	// A paused policy: the operator touches nothing; everything below is done by hand.
 	c.apply(policy("fleet", v1alpha1.UpdatePolicySpec{MaxUnavailable: ios(intstr.FromInt32(1)), Paused: true}))
-	a, b := c.fleet.Nodes[0].Name, c.fleet.Nodes[1].Name
+	a, b := c.Fleet.Nodes[0].Name, c.Fleet.Nodes[1].Name
 
 	for _, name := range []string{a, b} {
-		setUnschedulable(t, c.env.Client, name, true)
+		setUnschedulable(t, c.Client, name, true)
 	}
 	c.w.expect(t, "policy fleet: 2 nodes unavailable")
 	for _, name := range []string{a, b} {
-		setUnschedulable(t, c.env.Client, name, false)
+		setUnschedulable(t, c.Client, name, false)
 	}
 	c.w.forget()
 
-	if err := c.env.Client.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(workloadNS), client.MatchingLabels{"app": "web"}); err != nil {
+	if err := c.Client.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(stack.WorkloadNamespace), client.MatchingLabels{"app": "web"}); err != nil {
 		t.Fatal(err)
 	}
 	c.w.expect(t, "PodDisruptionBudget shop/web")
@@ -245,16 +246,16 @@ func TestWatcherCatchesPlantedViolations(t *testing.T) {
 
 	// Node a's agent identity writes node b's report: the admission policy refuses it, and the
 	// audit check names the attempt.
-	cfg, err := c.install.Agent(ctx, a)
+	cfg, err := c.Install.Agent(ctx, a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	agent, err := client.New(cfg, client.Options{Scheme: c.env.Scheme})
+	agent, err := client.New(cfg, client.Options{Scheme: c.Scheme})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var brn v1alpha1.BottlerocketNode
-	if err := c.env.Client.Get(ctx, client.ObjectKey{Name: b}, &brn); err != nil {
+	if err := c.Client.Get(ctx, client.ObjectKey{Name: b}, &brn); err != nil {
 		t.Fatal(err)
 	}
 	orig := brn.DeepCopy()
@@ -262,7 +263,7 @@ func TestWatcherCatchesPlantedViolations(t *testing.T) {
 	if err := agent.Status().Patch(ctx, &brn, client.MergeFrom(orig)); !apierrors.IsForbidden(err) {
 		t.Fatalf("the agent of %s wrote %s's status: %v", a, b, err)
 	}
-	problems, err := agentWriteViolations(c.local.AuditLogPath, c.fleet)
+	problems, err := agentWriteViolations(c.AuditLogPath, c.Fleet)
 	if err != nil {
 		t.Fatal(err)
 	}
