@@ -20,6 +20,10 @@ package v1alpha1
 //	Updated      None         workloads Ready, PDBs healthy, held for health.stableFor –                      no
 //	Failed       None         fallback, agent error or a deadline passed (Reason)      –                      no; counts toward failurePolicy.maxFailedNodes
 //
+// The health gates out of Verifying and Stabilizing judge only the pods that should run on
+// the node: a finished pod (Succeeded or Failed, such as a Job's failed pod) or one being
+// deleted will never be Ready there and is not waited for.
+//
 // "Unavailable" nodes consume the policy's maxUnavailable budget (in total, per zone and per
 // wave). Besides the phases marked yes, every governed node that is cordoned or not Ready
 // counts, whoever caused it. A slot freed by a node is usable again pauseBetweenNodes after

@@ -269,7 +269,7 @@ func (c health) ok() bool { return c.reason == "" }
 var notRead = health{v1alpha1.ReasonPodsNotReady, "the node's pods could not be read; trying again"}
 
 // verify is the gate out of Verifying: the Node is Ready, the agent reports the target
-// running, and the node's DaemonSet pods are Ready.
+// running, and the node's DaemonSet pods that should run (shouldRun) are Ready.
 func verify(node *corev1.Node, brn *v1alpha1.BottlerocketNode, ev *Evidence) health {
 	if !kubeutil.NodeReady(node) {
 		return health{v1alpha1.ReasonNodeNotReady, "waiting for the Node to be Ready"}
@@ -285,15 +285,15 @@ func verify(node *corev1.Node, brn *v1alpha1.BottlerocketNode, ev *Evidence) hea
 		return notRead
 	}
 	for i := range ev.Pods {
-		if p := &ev.Pods[i]; ownedByDaemonSet(p) && !podReady(p) {
+		if p := &ev.Pods[i]; ownedByDaemonSet(p) && shouldRun(p) && !podReady(p) {
 			return health{v1alpha1.ReasonDaemonSetsNotReady, fmt.Sprintf("DaemonSet pod %s/%s is not Ready", p.Namespace, p.Name)}
 		}
 	}
 	return health{}
 }
 
-// stable is the gate out of Stabilizing: the node is Ready, its pods are Ready, no pod the
-// policy calls blocking is on it, and the PodDisruptionBudgets of the pods evicted from it are
+// stable is the gate out of Stabilizing: the node is Ready, its pods that should run
+// (shouldRun) are Ready, no pod the policy calls blocking is on it, and the PodDisruptionBudgets of the pods evicted from it are
 // back to their desired healthy count.
 func stable(node *corev1.Node, brn *v1alpha1.BottlerocketNode, ev *Evidence, spec v1alpha1.HealthSpec) health {
 	if !kubeutil.NodeReady(node) {
@@ -311,7 +311,7 @@ func stable(node *corev1.Node, brn *v1alpha1.BottlerocketNode, ev *Evidence, spe
 		if blocking.Matches(labelsOf(p)) {
 			return health{v1alpha1.ReasonBlockingPod, fmt.Sprintf("blocking pod %s/%s is on the node", p.Namespace, p.Name)}
 		}
-		if !podReady(p) {
+		if shouldRun(p) && !podReady(p) {
 			return health{v1alpha1.ReasonPodsNotReady, fmt.Sprintf("pod %s/%s is not Ready", p.Namespace, p.Name)}
 		}
 	}
@@ -338,10 +338,18 @@ func selectorOrNothing(s *metav1.LabelSelector) (labels.Selector, error) {
 
 func labelsOf(p *corev1.Pod) labels.Set { return labels.Set(p.Labels) }
 
-func podReady(pod *corev1.Pod) bool {
-	if pod.Status.Phase == corev1.PodSucceeded {
-		return true
+// shouldRun reports whether a pod is one the health gate judges: not finished (a Job's pod
+// that succeeded or failed will never be Ready again) and not being deleted (it is going, and
+// its replacement, if any, is judged instead).
+func shouldRun(pod *corev1.Pod) bool {
+	switch pod.Status.Phase {
+	case corev1.PodSucceeded, corev1.PodFailed:
+		return false
 	}
+	return pod.DeletionTimestamp == nil
+}
+
+func podReady(pod *corev1.Pod) bool {
 	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.PodReady {
 			return c.Status == corev1.ConditionTrue

@@ -97,6 +97,21 @@ func budget(healthy, desired int32) *Evidence {
 	return ev
 }
 
+// finished puts a pod in phase (a Job's pod that failed or succeeded, one not started yet),
+// under another name.
+func finished(p corev1.Pod, phase corev1.PodPhase) corev1.Pod {
+	p.Name += "-" + string(phase)
+	p.Status.Phase = phase
+	return p
+}
+
+// terminating marks a pod as being deleted, under another name.
+func terminating(p corev1.Pod) corev1.Pod {
+	p.Name += "-terminating"
+	p.DeletionTimestamp = mtime(t0.Add(-time.Minute))
+	return p
+}
+
 // TestDeadlines drives each in-flight phase to either side of its deadline, with no API
 // server: staging (1 h), drain.timeout with onTimeout Abort and Force, health.readyTimeout
 // while rebooting, verifying and stabilizing, and health.stableFor.
@@ -159,6 +174,9 @@ func TestDeadlines(t *testing.T) {
 			want{v1alpha1.PhaseVerifying, v1alpha1.ReasonWrongVersion}, 9 * time.Minute, true},
 		{"verifying: verified", flying{phase: v1alpha1.PhaseVerifying, elapsed: time.Minute, health: health, ev: pods(true)}.with(rebootedTo(target)),
 			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonStabilizing}, 0, false},
+		{"verifying: a failed or terminating DaemonSet pod is not judged", flying{phase: v1alpha1.PhaseVerifying, elapsed: time.Minute, health: health,
+			ev: pods(true, finished(daemonPod("a", false), corev1.PodFailed), terminating(daemonPod("a", false)))}.with(rebootedTo(target)),
+			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonStabilizing}, 0, false},
 
 		{"stabilizing: found healthy, held for stableFor", flying{phase: v1alpha1.PhaseStabilizing, elapsed: time.Minute, health: health, ev: pods(true)}.with(rebootedTo(target)),
 			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonStabilizing}, 2 * time.Minute, true},
@@ -172,6 +190,12 @@ func TestDeadlines(t *testing.T) {
 			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonStabilizing}, 2 * time.Minute, true},
 		{"stabilizing: an evicted pod's budget is not healthy again", flying{phase: v1alpha1.PhaseStabilizing, elapsed: time.Minute, health: health, ev: budget(1, 2)}.with(rebootedTo(target), evicted("apps/web")),
 			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonPDBUnhealthy}, 11 * time.Minute, true},
+		{"stabilizing: a Job's failed pod, a finished pod and a terminating pod are not judged", flying{phase: v1alpha1.PhaseStabilizing, elapsed: time.Minute, health: health,
+			ev: pods(true, finished(workloadPod("a", false), corev1.PodFailed), finished(workloadPod("a", false), corev1.PodSucceeded), terminating(workloadPod("a", false)))}.with(rebootedTo(target)),
+			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonStabilizing}, 2 * time.Minute, true},
+		{"stabilizing: a pod that should run and is not Ready is still judged", flying{phase: v1alpha1.PhaseStabilizing, elapsed: time.Minute, health: health,
+			ev: pods(true, finished(workloadPod("a", false), corev1.PodPending))}.with(rebootedTo(target)),
+			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonPodsNotReady}, 11 * time.Minute, true},
 		{"stabilizing: a blocking pod is on the node", flying{phase: v1alpha1.PhaseStabilizing, elapsed: time.Minute, health: blocking, ev: pods(true, batch)}.with(rebootedTo(target)),
 			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonBlockingPod}, 11 * time.Minute, true},
 	}
