@@ -17,7 +17,8 @@ package v1alpha1
 //	Rebooting    Reboot       the node holds no evictable pods (or onTimeout: Force)   health.readyTimeout    yes
 //	Verifying    Reboot       the agent reports a new boot ID                          health.readyTimeout    yes
 //	Stabilizing  None         Node Ready, target version running, DaemonSet pods Ready health.readyTimeout    holds its slot
-//	Updated      None         workloads Ready, PDBs healthy, held for health.stableFor –                      no
+//	Updated      None         target still running, workloads Ready, PDBs healthy,     –                      no
+//	                          held for health.stableFor
 //	Failed       None         fallback, agent error or a deadline passed (Reason)      –                      no; counts toward failurePolicy.maxFailedNodes
 //
 // The health gates out of Verifying and Stabilizing judge only the pods that should run on

@@ -274,12 +274,8 @@ func verify(node *corev1.Node, brn *v1alpha1.BottlerocketNode, ev *Evidence) hea
 	if !kubeutil.NodeReady(node) {
 		return health{v1alpha1.ReasonNodeNotReady, "waiting for the Node to be Ready"}
 	}
-	if a := brn.Status.Agent; a == nil || a.CurrentVersion != brn.Spec.TargetVersion {
-		running := ""
-		if a != nil {
-			running = a.CurrentVersion
-		}
-		return health{v1alpha1.ReasonWrongVersion, fmt.Sprintf("the agent reports %q running, waiting for %s", running, brn.Spec.TargetVersion)}
+	if c := runsTarget(brn); !c.ok() {
+		return c
 	}
 	if !ev.PodsRead {
 		return notRead
@@ -292,12 +288,29 @@ func verify(node *corev1.Node, brn *v1alpha1.BottlerocketNode, ev *Evidence) hea
 	return health{}
 }
 
-// stable is the gate out of Stabilizing: the node is Ready, its pods that should run
-// (shouldRun) are Ready, no pod the policy calls blocking is on it, and the PodDisruptionBudgets of the pods evicted from it are
+// runsTarget checks that the agent reports the target running.
+func runsTarget(brn *v1alpha1.BottlerocketNode) health {
+	a := brn.Status.Agent
+	if a != nil && a.CurrentVersion == brn.Spec.TargetVersion {
+		return health{}
+	}
+	running := ""
+	if a != nil {
+		running = a.CurrentVersion
+	}
+	return health{v1alpha1.ReasonWrongVersion, fmt.Sprintf("the agent reports %q running, waiting for %s", running, brn.Spec.TargetVersion)}
+}
+
+// stable is the gate out of Stabilizing: the node is Ready, the agent still reports the
+// target running (a host that fell back, or that somebody rolled back, since it was verified
+// does not pass), its pods that should run (shouldRun) are Ready, no pod the policy calls blocking is on it, and the PodDisruptionBudgets of the pods evicted from it are
 // back to their desired healthy count.
 func stable(node *corev1.Node, brn *v1alpha1.BottlerocketNode, ev *Evidence, spec v1alpha1.HealthSpec) health {
 	if !kubeutil.NodeReady(node) {
 		return health{v1alpha1.ReasonNodeNotReady, "the Node is not Ready"}
+	}
+	if c := runsTarget(brn); !c.ok() {
+		return c
 	}
 	if !ev.PodsRead {
 		return notRead

@@ -196,6 +196,10 @@ func TestDeadlines(t *testing.T) {
 		{"stabilizing: a pod that should run and is not Ready is still judged", flying{phase: v1alpha1.PhaseStabilizing, elapsed: time.Minute, health: health,
 			ev: pods(true, finished(workloadPod("a", false), corev1.PodPending))}.with(rebootedTo(target)),
 			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonPodsNotReady}, 11 * time.Minute, true},
+		{"stabilizing: the host no longer runs the target (rolled back)", flying{phase: v1alpha1.PhaseStabilizing, elapsed: time.Minute, health: health, ev: pods(true)}.with(rebootedTo("1.20.0")),
+			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonWrongVersion}, 11 * time.Minute, true},
+		{"stabilizing: the host no longer runs the target at readyTimeout + stableFor", flying{phase: v1alpha1.PhaseStabilizing, elapsed: 12 * time.Minute, health: health, ev: pods(true)}.with(rebootedTo("1.20.0")),
+			want{v1alpha1.PhaseFailed, v1alpha1.ReasonReadyTimeout}, 0, false},
 		{"stabilizing: a blocking pod is on the node", flying{phase: v1alpha1.PhaseStabilizing, elapsed: time.Minute, health: blocking, ev: pods(true, batch)}.with(rebootedTo(target)),
 			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonBlockingPod}, 11 * time.Minute, true},
 	}
