@@ -28,7 +28,8 @@ package v1alpha1
 // "Unavailable" nodes consume the policy's maxUnavailable budget (in total, per zone and per
 // wave). Besides the phases marked yes, every governed node that is cordoned or not Ready
 // counts, whoever caused it. A slot freed by a node is usable again pauseBetweenNodes after
-// that node became Updated.
+// that node became Updated from Stabilizing (status.updatedTime); a node found already
+// running the target becomes Updated without holding a slot, and starts no pause.
 //
 // A Failed node keeps status.failedTarget and is not retried for that target until a person
 // asks (AnnotationRetry). When failurePolicy.maxFailedNodes nodes of a rollout have failed,

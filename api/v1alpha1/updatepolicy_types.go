@@ -58,7 +58,8 @@ type UpdatePolicySpec struct {
 	MaxUnavailablePerZone *intstr.IntOrString `json:"maxUnavailablePerZone,omitempty"`
 
 	// pauseBetweenNodes is how long a disruption slot stays unused after the node that held it
-	// became healthy (Updated), before another node may take it. At most 24h.
+	// became healthy (Updated), before another node may take it. A node found already running
+	// the target held no slot and starts no pause. At most 24h.
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^(0|([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+)$') && duration(self) <= duration('24h')",message="pauseBetweenNodes must be a duration such as 30s or 5m, from 0s to 24h"

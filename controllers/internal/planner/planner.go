@@ -139,8 +139,9 @@ func (d *NodeDecision) UpdatedNow() bool {
 // ApplyTo writes the decision into brn as the controller does: spec (action, target,
 // policy), the retry request once acted upon, and the controller's status fields:
 // phaseStartTime when the phase changes, updateStartTime when the node leaves Pending, the
-// failure record when it fails, updatedTime when it is updated, the drain's budgets and the
-// health record while it holds its Node.
+// failure record when it fails, updatedTime when it is updated after a disruption (a node
+// found already on the target took no slot, and starts no pauseBetweenNodes), the drain's
+// budgets and the health record while it holds its Node.
 func (d *NodeDecision) ApplyTo(brn *v1alpha1.BottlerocketNode, now time.Time) {
 	st := &brn.Status
 	t := metav1.NewTime(now)
@@ -148,7 +149,10 @@ func (d *NodeDecision) ApplyTo(brn *v1alpha1.BottlerocketNode, now time.Time) {
 	case d.FailedNow():
 		st.FailedTarget, st.FailureCount, st.FailedTime = brn.Spec.TargetVersion, st.FailureCount+1, &t
 	case d.UpdatedNow():
-		st.UpdatedTime, st.FailureCount, st.FailedTarget = &t, 0, ""
+		st.FailureCount, st.FailedTarget = 0, ""
+		if d.From.Unavailable() { // disrupted for the update (Stabilizing → Updated): the pause starts
+			st.UpdatedTime = &t
+		}
 	}
 	if st.Phase != d.Phase {
 		st.PhaseStartTime = &t
