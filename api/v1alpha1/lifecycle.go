@@ -158,6 +158,12 @@ const (
 	ReasonEvictionBlocked Reason = "EvictionBlockedByPDB"
 	// ReasonMultiplePDBs: a pod is covered by more than one PodDisruptionBudget, which the API server refuses to evict.
 	ReasonMultiplePDBs Reason = "MultiplePDBs"
+	// ReasonDrainRefused: the drain cannot evict a pod for another reason than a
+	// PodDisruptionBudget: the pod keeps emptyDir data under drain.deleteEmptyDirData: false,
+	// or the API server (an admission webhook, say) refuses its eviction; or the pass could
+	// not cordon the node or list its pods. The message names the pod and why. Such a pod
+	// counts as left: drain.onTimeout decides at drain.timeout, as for any other.
+	ReasonDrainRefused Reason = "DrainRefused"
 	// ReasonNoCapacity: no other node can take the evicted pods.
 	ReasonNoCapacity Reason = "NoCapacity"
 	// ReasonWaitingForReboot: the agent reboots the host into the target.

@@ -155,12 +155,11 @@ func (f *flight) stepStaging() {
 
 func (f *flight) stepDraining() {
 	res := f.ev.Drain
-	if res == nil {
-		f.poll = true // no eviction pass this time (it failed): the next pass tries again
-		return
+	if res == nil { // no eviction pass this time: nothing is known drained, and the deadline holds
+		res = &DrainEvidence{Incomplete: true, Blocked: v1alpha1.ReasonDrainRefused, Message: "no eviction pass was made this time"}
 	}
 	f.d.EvictedPDBs = union(f.d.EvictedPDBs, res.EvictedPDBs)
-	if res.Remaining == 0 {
+	if res.Remaining == 0 && !res.Incomplete {
 		f.move(v1alpha1.PhaseRebooting, v1alpha1.ActionReboot, v1alpha1.ReasonWaitingForReboot, "drained; the agent reboots the host into "+f.brn.Spec.TargetVersion)
 		return
 	}
@@ -169,28 +168,39 @@ func (f *flight) stepDraining() {
 	if f.deadline(durationOr(spec.Timeout, DefaultDrainTimeout)) {
 		if spec.OnTimeout == v1alpha1.DrainTimeoutForce {
 			f.move(v1alpha1.PhaseRebooting, v1alpha1.ActionReboot, v1alpha1.ReasonWaitingForReboot,
-				fmt.Sprintf("drain timed out with %d pods left; rebooting anyway (onTimeout: Force)", res.Remaining))
+				fmt.Sprintf("drain timed out with %s; rebooting anyway (onTimeout: Force)", left(res)))
 			return
 		}
-		f.fail(v1alpha1.ReasonDrainTimeout, fmt.Sprintf("drain timed out with %d pods left: %s", res.Remaining, message))
+		f.fail(v1alpha1.ReasonDrainTimeout, fmt.Sprintf("drain timed out with %s: %s", left(res), message))
 		return
 	}
 	f.poll = true
 	f.wait(reason, message)
 }
 
-// drainHold says what holds a drain up: several budgets on one pod, no room elsewhere, a
-// budget refusing, or nothing but time.
+// drainHold says what holds a drain up: a refusal that waiting does not end (several
+// budgets on one pod, a pod the drain may not or cannot evict), no room elsewhere, a budget
+// refusing, or nothing but time.
 func (f *flight) drainHold(res *DrainEvidence) (v1alpha1.Reason, string) {
 	switch {
-	case res.Blocked == v1alpha1.ReasonMultiplePDBs:
+	case res.Blocked != "" && res.Blocked != v1alpha1.ReasonEvictionBlocked:
 		return res.Blocked, res.Message
+	case res.Incomplete:
+		return v1alpha1.ReasonDrainRefused, "the eviction pass could not list the node's pods"
 	case !f.capacity:
 		return v1alpha1.ReasonNoCapacity, "no other node can take the evicted pods (every other node is cordoned or not Ready); drain.onTimeout decides at the deadline"
 	case res.Blocked != "":
 		return res.Blocked, res.Message
 	}
 	return v1alpha1.ReasonEvicting, fmt.Sprintf("evicting %d pods", res.Remaining)
+}
+
+// left says how many pods a drain left.
+func left(res *DrainEvidence) string {
+	if res.Incomplete {
+		return "an unknown number of pods left"
+	}
+	return fmt.Sprintf("%d pods left", res.Remaining)
 }
 
 func (f *flight) stepRebooting() {

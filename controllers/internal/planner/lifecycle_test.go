@@ -87,6 +87,12 @@ func evicted(pdb string) func(*NodeState) {
 
 func draining(remaining int) *Evidence { return &Evidence{Drain: &DrainEvidence{Remaining: remaining}} }
 
+// refused is a drain left with two pods, one of which it may not evict.
+func refused() *Evidence {
+	return &Evidence{Drain: &DrainEvidence{Remaining: 2, Blocked: v1alpha1.ReasonDrainRefused,
+		Message: "pod apps/db is not evicted: it has emptyDir data and drain.deleteEmptyDirData is false"}}
+}
+
 func pods(ready bool, extra ...corev1.Pod) *Evidence {
 	return &Evidence{PodsRead: true, Pods: append([]corev1.Pod{daemonPod("a", ready), workloadPod("a", ready)}, extra...)}
 }
@@ -155,6 +161,18 @@ func TestDeadlines(t *testing.T) {
 			ev: &Evidence{Drain: &DrainEvidence{Remaining: 1, Blocked: v1alpha1.ReasonEvictionBlocked, Message: "refused"}}},
 			want{v1alpha1.PhaseDraining, v1alpha1.ReasonEvictionBlocked}, 4 * time.Minute, true},
 
+		{"draining: a pod the drain may not evict is said first", flying{phase: v1alpha1.PhaseDraining, elapsed: time.Minute, drain: abort, ev: refused()},
+			want{v1alpha1.PhaseDraining, v1alpha1.ReasonDrainRefused}, 4 * time.Minute, true},
+		{"draining: a pod the drain may not evict, at drain.timeout, onTimeout Abort", flying{phase: v1alpha1.PhaseDraining, elapsed: 5 * time.Minute, drain: abort, ev: refused()},
+			want{v1alpha1.PhaseFailed, v1alpha1.ReasonDrainTimeout}, 0, false},
+		{"draining: the pods could not be listed: not drained", flying{phase: v1alpha1.PhaseDraining, elapsed: time.Minute, drain: abort,
+			ev: &Evidence{Drain: &DrainEvidence{Incomplete: true, Blocked: v1alpha1.ReasonDrainRefused, Message: "listing the pods: the API server is away"}}},
+			want{v1alpha1.PhaseDraining, v1alpha1.ReasonDrainRefused}, 4 * time.Minute, true},
+		{"draining: the pods could not be listed at drain.timeout, onTimeout Force", flying{phase: v1alpha1.PhaseDraining, elapsed: 5 * time.Minute, drain: force,
+			ev: &Evidence{Drain: &DrainEvidence{Incomplete: true, Blocked: v1alpha1.ReasonDrainRefused, Message: "listing the pods: the API server is away"}}},
+			want{v1alpha1.PhaseRebooting, v1alpha1.ReasonWaitingForReboot}, 0, false},
+		{"draining: no eviction pass at drain.timeout", flying{phase: v1alpha1.PhaseDraining, elapsed: 5 * time.Minute, drain: abort},
+			want{v1alpha1.PhaseFailed, v1alpha1.ReasonDrainTimeout}, 0, false},
 		{"rebooting: not back within health.readyTimeout", flying{phase: v1alpha1.PhaseRebooting, elapsed: 9 * time.Minute, health: health},
 			want{v1alpha1.PhaseRebooting, v1alpha1.ReasonWaitingForReboot}, time.Minute, false},
 		{"rebooting: health.readyTimeout passed", flying{phase: v1alpha1.PhaseRebooting, elapsed: 10 * time.Minute, health: health},
