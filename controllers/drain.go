@@ -107,26 +107,15 @@ func (r *RolloutReconciler) evictPass(ctx context.Context, node *corev1.Node, sp
 // error is logged (the logger carries the node).
 func incomplete(ctx context.Context, err error) planner.DrainEvidence {
 	log.FromContext(ctx).Error(err, "The eviction pass cannot go on; the drain waits, within drain.timeout")
-	return planner.DrainEvidence{Incomplete: true, Blocked: v1alpha1.ReasonDrainRefused, Message: clip(err.Error())}
+	return planner.DrainEvidence{Incomplete: true, Blocked: v1alpha1.ReasonDrainRefused, Message: err.Error()}
 }
 
 // refuse records what refused an eviction. A refusal that waiting does not end (MultiplePDBs,
 // DrainRefused) is said over a budget's, which does; otherwise the first one is kept.
 func refuse(res *planner.DrainEvidence, reason v1alpha1.Reason, message string) {
 	if res.Blocked == "" || (res.Blocked == v1alpha1.ReasonEvictionBlocked && reason != v1alpha1.ReasonEvictionBlocked) {
-		res.Blocked, res.Message = reason, clip(message)
+		res.Blocked, res.Message = reason, message
 	}
-}
-
-// maxMessage bounds a refusal's message, so that with what the planner adds it fits
-// status.message (1024 characters).
-const maxMessage = 768
-
-func clip(s string) string {
-	if r := []rune(s); len(r) > maxMessage {
-		return string(r[:maxMessage-1]) + "…"
-	}
-	return s
 }
 
 // drainer is kubectl's drain helper set up with the policy's drain rules; the pods the rules

@@ -1,8 +1,10 @@
 package planner
 
 import (
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -258,6 +260,14 @@ func TestLifecycleRecords(t *testing.T) {
 	_, brn := apply(flying{phase: v1alpha1.PhaseStaging, elapsed: time.Hour})
 	if st := brn.Status; st.FailedTarget != target || st.FailureCount != 1 || !st.FailedTime.Time.Equal(t0) || brn.Spec.Action != v1alpha1.ActionNone {
 		t.Errorf("failed: %+v, action %s", st, brn.Spec.Action)
+	}
+
+	// The host's error text may be as long as the agent's message (4096); status.message takes 1024.
+	_, brn = apply(flying{phase: v1alpha1.PhaseStaging, elapsed: time.Minute}.with(staged(false), func(n *NodeState) {
+		n.BRN.Status.Agent.LastAction.Message = strings.Repeat("é", 4096)
+	}))
+	if n := utf8.RuneCountInString(brn.Status.Message); brn.Status.Reason != v1alpha1.ReasonStageFailed || n > 1024 {
+		t.Errorf("stage failed: reason %s, message of %d characters, want at most 1024", brn.Status.Reason, n)
 	}
 
 	f := flying{phase: v1alpha1.PhaseDraining, elapsed: time.Minute, ev: &Evidence{Drain: &DrainEvidence{Remaining: 1, EvictedPDBs: []string{"apps/web"}}}}

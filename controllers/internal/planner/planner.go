@@ -270,7 +270,22 @@ func Compute(in Input) Plan {
 		plan.NextWake = earliest(plan.NextWake, earliest(p.wake, p.flightWake))
 		plan.Poll = plan.Poll || p.poll
 	}
+	for i := range plan.Nodes {
+		plan.Nodes[i].Message = clipMessage(plan.Nodes[i].Message)
+	}
 	return plan
+}
+
+// maxMessage is the most characters status.message takes (the API refuses more).
+const maxMessage = 1024
+
+// clipMessage cuts a message to maxMessage characters: a host's error text or an API error
+// may be longer, and a status the API refuses would leave the node where it is.
+func clipMessage(s string) string {
+	if r := []rune(s); len(r) > maxMessage {
+		return string(r[:maxMessage-1]) + "…"
+	}
+	return s
 }
 
 // earliest returns the earlier of a and b, a zero time standing for "never".
