@@ -108,6 +108,7 @@ func (r *RolloutReconciler) record(ctx context.Context, node *corev1.Node, orig,
 // blockingReasons are the reasons a drain is held up; each new one is also an Event.
 var blockingReasons = map[v1alpha1.Reason]bool{
 	v1alpha1.ReasonEvictionBlocked: true, v1alpha1.ReasonMultiplePDBs: true, v1alpha1.ReasonNoCapacity: true,
+	v1alpha1.ReasonDrainRefused: true,
 }
 
 // settled reports whether a node needs nothing this pass: not in flight, its object already

@@ -75,40 +75,65 @@ func (r *RolloutReconciler) release(ctx context.Context, node *corev1.Node, keep
 }
 
 // evictPass makes one eviction pass over the node's pods, through the Eviction API so that
-// PodDisruptionBudgets hold. It never waits: the reconcile comes back for the next pass.
-func (r *RolloutReconciler) evictPass(ctx context.Context, node *corev1.Node, spec v1alpha1.DrainSpec) (planner.DrainEvidence, error) {
-	h, err := r.drainer(ctx, spec)
+// PodDisruptionBudgets hold. It never waits: the reconcile comes back for the next pass. What
+// the pass cannot do is evidence too: a pod it may not or cannot evict is left, named with
+// the reason (DrainRefused), and a pass that cannot list the pods is Incomplete; either way
+// the planner applies drain.timeout and drain.onTimeout.
+func (r *RolloutReconciler) evictPass(ctx context.Context, node *corev1.Node, spec v1alpha1.DrainSpec) planner.DrainEvidence {
+	var res planner.DrainEvidence
+	h, err := r.drainer(ctx, spec, &res)
 	if err != nil {
-		return planner.DrainEvidence{}, err
+		return incomplete(ctx, err)
 	}
 	list, errs := h.GetPodsForDeletion(node.Name)
-	if len(errs) > 0 {
-		return planner.DrainEvidence{}, fmt.Errorf("listing the pods of Node %s: %w", node.Name, errors.Join(errs...))
+	if list == nil {
+		return incomplete(ctx, fmt.Errorf("listing the pods of Node %s: %w", node.Name, errors.Join(errs...)))
+	}
+	for _, err := range errs { // pods kubectl's rules refuse (a failed DaemonSet lookup); each error names its pods
+		res.Remaining++
+		refuse(&res, v1alpha1.ReasonDrainRefused, err.Error())
 	}
 	pods := list.Pods()
-	res := planner.DrainEvidence{Remaining: len(pods)}
+	res.Remaining += len(pods)
 	for i := range pods {
 		if pod := &pods[i]; pod.DeletionTimestamp.IsZero() { // else going already
-			if err := r.evict(ctx, h, pod, &res); err != nil {
-				return res, err
-			}
+			r.evict(ctx, h, pod, &res)
 		}
 	}
-	return res, nil
+	return res
 }
 
-// drainer is kubectl's drain helper set up with the policy's drain rules.
-func (r *RolloutReconciler) drainer(ctx context.Context, spec v1alpha1.DrainSpec) (*drain.Helper, error) {
+// incomplete is the evidence of a pass that could not cordon the node or list its pods; the
+// error is logged (the logger carries the node).
+func incomplete(ctx context.Context, err error) planner.DrainEvidence {
+	log.FromContext(ctx).Error(err, "The eviction pass cannot go on; the drain waits, within drain.timeout")
+	return planner.DrainEvidence{Incomplete: true, Blocked: v1alpha1.ReasonDrainRefused, Message: err.Error()}
+}
+
+// refuse records what refused an eviction. A refusal that waiting does not end (MultiplePDBs,
+// DrainRefused) is said over a budget's, which does; otherwise the first one is kept.
+func refuse(res *planner.DrainEvidence, reason v1alpha1.Reason, message string) {
+	if res.Blocked == "" || (res.Blocked == v1alpha1.ReasonEvictionBlocked && reason != v1alpha1.ReasonEvictionBlocked) {
+		res.Blocked, res.Message = reason, message
+	}
+}
+
+// drainer is kubectl's drain helper set up with the policy's drain rules; the pods the rules
+// keep from being evicted are recorded in res as left.
+func (r *RolloutReconciler) drainer(ctx context.Context, spec v1alpha1.DrainSpec, res *planner.DrainEvidence) (*drain.Helper, error) {
 	h := &drain.Helper{
 		Ctx:                 ctx,
 		Client:              r.Kube,
 		Force:               true, // pods without a controller die with the reboot anyway
 		IgnoreAllDaemonSets: true,
-		DeleteEmptyDirData:  spec.DeleteEmptyDirData == nil || *spec.DeleteEmptyDirData,
+		DeleteEmptyDirData:  true, // refused, if the policy says so, by refuseLocalData: a pod left, not an error
 		GracePeriodSeconds:  -1,
 		Out:                 io.Discard,
 		ErrOut:              io.Discard,
 		AdditionalFilters:   []drain.PodFilter{r.skipOperatorPods},
+	}
+	if spec.DeleteEmptyDirData != nil && !*spec.DeleteEmptyDirData {
+		h.AdditionalFilters = append(h.AdditionalFilters, refuseLocalData(res))
 	}
 	if spec.GracePeriodSeconds != nil {
 		h.GracePeriodSeconds = int(*spec.GracePeriodSeconds)
@@ -123,33 +148,63 @@ func (r *RolloutReconciler) drainer(ctx context.Context, spec v1alpha1.DrainSpec
 	return h, nil
 }
 
-// evict asks the API server to evict one pod and records in res what refused it, or the
-// budgets it was evicted from.
-func (r *RolloutReconciler) evict(ctx context.Context, h *drain.Helper, pod *corev1.Pod, res *planner.DrainEvidence) error {
+// refuseLocalData keeps a running pod with emptyDir volumes from being evicted (its data would
+// be lost) under drain.deleteEmptyDirData: false, and records it in res as left, named, with
+// why. A finished pod or one being deleted goes all the same, as kubectl drain has it.
+func refuseLocalData(res *planner.DrainEvidence) drain.PodFilter {
+	return func(pod corev1.Pod) drain.PodDeleteStatus {
+		finished := pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+		if finished || pod.DeletionTimestamp != nil || !hasEmptyDir(&pod) {
+			return drain.MakePodDeleteStatusOkay()
+		}
+		res.Remaining++
+		refuse(res, v1alpha1.ReasonDrainRefused, fmt.Sprintf(
+			"pod %s/%s is not evicted: it has emptyDir data and drain.deleteEmptyDirData is false", pod.Namespace, pod.Name))
+		return drain.MakePodDeleteStatusSkip()
+	}
+}
+
+func hasEmptyDir(pod *corev1.Pod) bool {
+	for _, v := range pod.Spec.Volumes {
+		if v.EmptyDir != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// evict asks the API server to evict one pod and records in res the budgets it was evicted
+// from, or what refused it.
+func (r *RolloutReconciler) evict(ctx context.Context, h *drain.Helper, pod *corev1.Pod, res *planner.DrainEvidence) {
 	err := h.EvictPod(*pod, policyv1.SchemeGroupVersion)
 	switch {
 	case err == nil:
 		res.EvictedPDBs = append(res.EvictedPDBs, pdbNames(r.pdbsOf(ctx, pod))...)
 	case apierrors.IsNotFound(err):
 	case apierrors.IsTooManyRequests(err):
-		pdbs := r.pdbsOf(ctx, pod)
-		if granted := grantedEviction(pod, pdbs); granted != "" {
-			res.EvictedPDBs = append(res.EvictedPDBs, pdbNames(pdbs)...)
-			return r.completeEviction(ctx, pod, h.GracePeriodSeconds, granted)
-		}
-		if res.Blocked == "" {
-			res.Blocked = v1alpha1.ReasonEvictionBlocked
-			res.Message = fmt.Sprintf("eviction of pod %s/%s refused: it would violate PodDisruptionBudget %s",
-				pod.Namespace, pod.Name, describePDBs(pdbNames(pdbs)))
-		}
+		r.budgetRefused(ctx, h, pod, res)
 	case apierrors.IsInternalError(err) && strings.Contains(err.Error(), "more than one PodDisruptionBudget"):
-		res.Blocked = v1alpha1.ReasonMultiplePDBs
-		res.Message = fmt.Sprintf("pod %s/%s is covered by more than one PodDisruptionBudget (%s); the API server refuses to evict it",
-			pod.Namespace, pod.Name, describePDBs(pdbNames(r.pdbsOf(ctx, pod))))
-	default:
-		return fmt.Errorf("evicting pod %s/%s: %w", pod.Namespace, pod.Name, err)
+		refuse(res, v1alpha1.ReasonMultiplePDBs, fmt.Sprintf("pod %s/%s is covered by more than one PodDisruptionBudget (%s); the API server refuses to evict it",
+			pod.Namespace, pod.Name, describePDBs(pdbNames(r.pdbsOf(ctx, pod)))))
+	default: // an admission webhook, the API server away: the pod is left, and says why
+		refuse(res, v1alpha1.ReasonDrainRefused, fmt.Sprintf("eviction of pod %s/%s failed: %v", pod.Namespace, pod.Name, err))
 	}
-	return nil
+}
+
+// budgetRefused handles an eviction a PodDisruptionBudget refused: it completes one the budget
+// records as granted but that was not carried out, and otherwise records the refusal.
+func (r *RolloutReconciler) budgetRefused(ctx context.Context, h *drain.Helper, pod *corev1.Pod, res *planner.DrainEvidence) {
+	pdbs := r.pdbsOf(ctx, pod)
+	granted := grantedEviction(pod, pdbs)
+	if granted == "" {
+		refuse(res, v1alpha1.ReasonEvictionBlocked, fmt.Sprintf("eviction of pod %s/%s refused: it would violate PodDisruptionBudget %s",
+			pod.Namespace, pod.Name, describePDBs(pdbNames(pdbs))))
+		return
+	}
+	res.EvictedPDBs = append(res.EvictedPDBs, pdbNames(pdbs)...)
+	if err := r.completeEviction(ctx, pod, h.GracePeriodSeconds, granted); err != nil {
+		refuse(res, v1alpha1.ReasonDrainRefused, err.Error())
+	}
 }
 
 // skipOperatorPods keeps the operator's own pods: the controller resumes after the reboot.

@@ -6,6 +6,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/types"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -124,6 +125,28 @@ var _ = Describe("Draining", func() {
 		}).Should(Succeed())
 	})
 
+	It("counts a pod it may not evict as left, names it and why, and fails the node at drain.timeout", func(ctx SpecContext) {
+		f := newFleet()
+		f.addNode("worker", "Ubuntu 24.04.1 LTS") // capacity for the evicted pods
+		f.addPolicy("p", rolloutSpec(func(s *v1alpha1.UpdatePolicySpec) {
+			s.Drain.DeleteEmptyDirData = ptr.To(false)
+			s.Drain.Timeout, s.Drain.OnTimeout = &metav1.Duration{Duration: time.Minute}, v1alpha1.DrainTimeoutAbort
+		}))
+		node := f.addBottlerocketNodes("a")[0]
+		pod := addPod(f.name("cache"), node, withEmptyDir)
+		agentReady(node)
+		expectNode(node, v1alpha1.PhaseStaging)
+		agentStaged(node)
+		namesPod := message(ContainSubstring(podNS+"/"+pod.Name), ContainSubstring("emptyDir"), ContainSubstring("deleteEmptyDirData"))
+		expectNode(node, v1alpha1.PhaseDraining, reason(v1alpha1.ReasonDrainRefused), namesPod, cordonedByUs(true))
+		Expect(podExists(ctx, pod)).To(BeTrue(), "a pod with emptyDir data is not evicted under deleteEmptyDirData: false")
+
+		By("drain.timeout passing with nothing watched changing: the pass wakes itself up")
+		f.clock.Step(time.Minute + time.Second)
+		expectNode(node, v1alpha1.PhaseFailed, reason(v1alpha1.ReasonDrainTimeout), namesPod, intent(v1alpha1.ActionNone), cordonedByUs(false))
+		Expect(podExists(ctx, pod)).To(BeTrue())
+	})
+
 	DescribeTable("at drain.timeout",
 		func(ctx SpecContext, onTimeout v1alpha1.DrainTimeoutAction, phase v1alpha1.NodePhase, checks ...func(Gomega, *v1alpha1.BottlerocketNode)) {
 			f := newFleet()
@@ -162,4 +185,16 @@ func setPDBHealth(pdb *policyv1.PodDisruptionBudget, current, desired int32) {
 			CurrentHealthy: current, DesiredHealthy: desired, ExpectedPods: desired}
 		g.Expect(k8s.Status().Update(context.Background(), pdb)).To(Succeed())
 	}).Should(Succeed())
+}
+
+// withEmptyDir gives a pod an emptyDir volume: local data a drain deletes with the pod.
+func withEmptyDir(pod *corev1.Pod) {
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: "cache", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+}
+
+// message checks status.message.
+func message(matchers ...types.GomegaMatcher) func(Gomega, *v1alpha1.BottlerocketNode) {
+	return func(g Gomega, brn *v1alpha1.BottlerocketNode) {
+		g.Expect(brn.Status.Message).To(SatisfyAll(matchers...), "message of %s (reason %s)", brn.Name, brn.Status.Reason)
+	}
 }

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -13,40 +12,34 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers/internal/planner"
 )
 
 // gather observes what the planner asks for (planner.Probes) and puts it in the input: an
 // eviction pass for each Draining node (after cordoning it: the Draining phase applied), the
-// pods and budgets of each node being verified or stabilized. A node whose evidence could not
-// be gathered gets none (the planner keeps it waiting, within its deadline); the others get
-// theirs, and the errors come back joined.
-func (r *RolloutReconciler) gather(ctx context.Context, in *planner.Input) error {
-	var errs []error
+// pods and budgets of each node being verified or stabilized. What goes wrong is evidence
+// too (a drain that cannot go on says why; pods that cannot be read keep the health gate
+// shut), so one node's error costs no other node its decision, nor the pass its wake-up: it
+// is logged with the node, not returned.
+func (r *RolloutReconciler) gather(ctx context.Context, in *planner.Input) {
 	for _, p := range planner.Probes(*in) {
 		ns := &in.Nodes[p.Index]
 		nodeCtx := log.IntoContext(ctx, log.FromContext(ctx).WithValues("node", ns.Node.Name))
 		ev, err := r.probe(nodeCtx, ns.Node, p)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("node %s: %w", ns.Node.Name, err))
+			log.FromContext(nodeCtx).Error(err, "Observing the node; its health gate waits")
 		}
 		ns.Evidence = ev
 	}
-	return errors.Join(errs...)
 }
 
-// probe gathers one node's evidence.
+// probe gathers one node's evidence. An eviction pass always has an outcome; reading pods
+// or budgets may fail, and then the evidence says they were not read.
 func (r *RolloutReconciler) probe(ctx context.Context, node *corev1.Node, p planner.Probe) (*planner.Evidence, error) {
 	ev := &planner.Evidence{}
 	if p.Drain != nil {
-		if err := r.cordon(ctx, node); err != nil {
-			return ev, err
-		}
-		res, err := r.evictPass(ctx, node, *p.Drain)
-		if err != nil {
-			return ev, err
-		}
-		ev.Drain = &res
+		ev.Drain = r.drainPass(ctx, node, *p.Drain)
 	}
 	if p.Pods {
 		pods, err := r.podsOn(ctx, node.Name)
@@ -60,6 +53,17 @@ func (r *RolloutReconciler) probe(ctx context.Context, node *corev1.Node, p plan
 		ev.Pods, ev.PDBs, ev.PodsRead = pods, pdbs, true
 	}
 	return ev, nil
+}
+
+// drainPass cordons the node and makes one eviction pass. A node that cannot be cordoned is
+// not drained: pods would come back.
+func (r *RolloutReconciler) drainPass(ctx context.Context, node *corev1.Node, spec v1alpha1.DrainSpec) *planner.DrainEvidence {
+	if err := r.cordon(ctx, node); err != nil {
+		res := incomplete(ctx, err)
+		return &res
+	}
+	res := r.evictPass(ctx, node, spec)
+	return &res
 }
 
 // podsOn lists the pods on a node, straight from the API server: the controller keeps no

@@ -97,9 +97,9 @@ func (r *RolloutReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 		return ctrl.Result{}, err
 	}
 	in := r.plannerInput(w, active)
-	gatherErr := r.gather(ctx, &in)
+	r.gather(ctx, &in)
 	plan := planner.Compute(in)
-	errs := []error{gatherErr, r.applyNodes(ctx, in, plan)}
+	errs := []error{r.applyNodes(ctx, in, plan)}
 	for i := range active {
 		errs = append(errs, r.writePolicyStatus(ctx, &active[i], plan.Policies[active[i].Name], w.now))
 	}

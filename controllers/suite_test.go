@@ -372,12 +372,15 @@ func (f *fleet) stabilize(names ...string) {
 }
 
 // addPod creates a Running, Ready pod on a node, as the scheduler and kubelet would, labelled
-// app=<name>; it is deleted at the end of the test.
-func addPod(name, node string) *corev1.Pod {
+// app=<name> and changed by mutate; it is deleted at the end of the test.
+func addPod(name, node string, mutate ...func(*corev1.Pod)) *corev1.Pod {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: podNS, Labels: map[string]string{"app": name}},
 		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "app"}},
 			TerminationGracePeriodSeconds: ptr.To[int64](0)},
+	}
+	for _, m := range mutate {
+		m(pod)
 	}
 	Expect(k8s.Create(context.Background(), pod)).To(Succeed())
 	DeferCleanup(deleteObject, pod)

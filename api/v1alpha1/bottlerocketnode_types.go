@@ -182,7 +182,9 @@ type BottlerocketNodeStatus struct {
 	// updateStartTime is when the node left Pending for its current update.
 	// +optional
 	UpdateStartTime *metav1.Time `json:"updateStartTime,omitempty"`
-	// updatedTime is when the node last became Updated; pauseBetweenNodes counts from it.
+	// updatedTime is when the operator last finished updating the node: it left Stabilizing
+	// for Updated, having held a disruption slot; pauseBetweenNodes counts from it. A node
+	// found already running the target becomes Updated without it: it held no slot.
 	// +optional
 	UpdatedTime *metav1.Time `json:"updatedTime,omitempty"`
 	// failedTarget is the target the node failed for; it is not retried for it unless a

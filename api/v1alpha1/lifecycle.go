@@ -17,13 +17,19 @@ package v1alpha1
 //	Rebooting    Reboot       the node holds no evictable pods (or onTimeout: Force)   health.readyTimeout    yes
 //	Verifying    Reboot       the agent reports a new boot ID                          health.readyTimeout    yes
 //	Stabilizing  None         Node Ready, target version running, DaemonSet pods Ready health.readyTimeout    holds its slot
-//	Updated      None         workloads Ready, PDBs healthy, held for health.stableFor –                      no
+//	Updated      None         target still running, workloads Ready, PDBs healthy,     –                      no
+//	                          held for health.stableFor
 //	Failed       None         fallback, agent error or a deadline passed (Reason)      –                      no; counts toward failurePolicy.maxFailedNodes
+//
+// The health gates out of Verifying and Stabilizing judge only the pods that should run on
+// the node: a finished pod (Succeeded or Failed, such as a Job's failed pod) or one being
+// deleted will never be Ready there and is not waited for.
 //
 // "Unavailable" nodes consume the policy's maxUnavailable budget (in total, per zone and per
 // wave). Besides the phases marked yes, every governed node that is cordoned or not Ready
 // counts, whoever caused it. A slot freed by a node is usable again pauseBetweenNodes after
-// that node became Updated.
+// that node became Updated from Stabilizing (status.updatedTime); a node found already
+// running the target becomes Updated without holding a slot, and starts no pause.
 //
 // A Failed node keeps status.failedTarget and is not retried for that target until a person
 // asks (AnnotationRetry). When failurePolicy.maxFailedNodes nodes of a rollout have failed,
@@ -152,6 +158,12 @@ const (
 	ReasonEvictionBlocked Reason = "EvictionBlockedByPDB"
 	// ReasonMultiplePDBs: a pod is covered by more than one PodDisruptionBudget, which the API server refuses to evict.
 	ReasonMultiplePDBs Reason = "MultiplePDBs"
+	// ReasonDrainRefused: the drain cannot evict a pod for another reason than a
+	// PodDisruptionBudget: the pod keeps emptyDir data under drain.deleteEmptyDirData: false,
+	// or the API server (an admission webhook, say) refuses its eviction; or the pass could
+	// not cordon the node or list its pods. The message names the pod and why. Such a pod
+	// counts as left: drain.onTimeout decides at drain.timeout, as for any other.
+	ReasonDrainRefused Reason = "DrainRefused"
 	// ReasonNoCapacity: no other node can take the evicted pods.
 	ReasonNoCapacity Reason = "NoCapacity"
 	// ReasonWaitingForReboot: the agent reboots the host into the target.

@@ -58,7 +58,8 @@ type UpdatePolicySpec struct {
 	MaxUnavailablePerZone *intstr.IntOrString `json:"maxUnavailablePerZone,omitempty"`
 
 	// pauseBetweenNodes is how long a disruption slot stays unused after the node that held it
-	// became healthy (Updated), before another node may take it. At most 24h.
+	// became healthy (Updated), before another node may take it. A node found already running
+	// the target held no slot and starts no pause. At most 24h.
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^(0|([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+)$') && duration(self) <= duration('24h')",message="pauseBetweenNodes must be a duration such as 30s or 5m, from 0s to 24h"
@@ -184,12 +185,12 @@ type MaintenanceWindow struct {
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1s') && duration(self) <= duration('168h')",message="duration must be a duration such as 30m or 4h, from 1s to 168h"
 	Duration metav1.Duration `json:"duration"`
 
-	// timeZone is the IANA time zone the schedule is read in, such as Europe/Berlin;
-	// daylight saving time is handled. A zone this cluster does not know is reported as a
-	// condition and opens no window.
+	// timeZone is the IANA time zone the schedule is read in, such as Europe/Berlin, UTC or
+	// Japan; daylight saving time is handled. A zone this cluster does not know is reported as
+	// a condition and opens no window.
 	// +kubebuilder:default=UTC
 	// +kubebuilder:validation:MaxLength=64
-	// +kubebuilder:validation:XValidation:rule="self.matches('^(UTC|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){1,2})$')",message="timeZone must be an IANA time zone name such as UTC, Europe/Berlin or America/New_York"
+	// +kubebuilder:validation:XValidation:rule="self != 'Local' && self.matches('^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$')",message="timeZone must be an IANA time zone name such as UTC, Europe/Berlin or America/New_York"
 	// +optional
 	TimeZone string `json:"timeZone,omitempty"`
 }

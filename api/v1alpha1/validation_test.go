@@ -61,6 +61,16 @@ func policy(refused, message, accepted string) rule {
 }
 
 var _ = Describe("Admission refuses bad input with a message a user can act on", func() {
+	DescribeTable("IANA time zone names of every form are accepted",
+		func(zone string) {
+			Expect(admit("UpdatePolicy", fmt.Sprintf(`maintenanceWindows: [{schedule: "@daily", duration: 1h, timeZone: %q}]`, zone))).To(Succeed())
+		},
+		Entry("no area", "GMT"), Entry("no area", "CET"), Entry("no area", "Japan"), Entry("no area", "UTC"),
+		Entry("no area, with digits", "EST5EDT"), Entry("no area, with a hyphen", "NZ-CHAT"),
+		Entry("area and location", "Europe/Berlin"), Entry("an offset zone", "Etc/GMT+5"), Entry("an offset zone", "Etc/GMT-14"),
+		Entry("area, region and location", "America/Argentina/Buenos_Aires"),
+	)
+
 	DescribeTable("UpdatePolicy and BottlerocketNode spec rules",
 		func(r rule) {
 			err := admit(r.kind, r.refused)
@@ -105,6 +115,8 @@ var _ = Describe("Admission refuses bad input with a message a user can act on",
 			"schedule must be a cron expression of five fields", `maintenanceWindows: [{schedule: "0 22 * * 1-5", duration: 1h}]`)),
 		Entry("time zone not of IANA form", policy(`maintenanceWindows: [{schedule: "@daily", duration: 1h, timeZone: "CET+1 summer"}]`,
 			"timeZone must be an IANA time zone name", `maintenanceWindows: [{schedule: "@daily", duration: 1h, timeZone: America/Argentina/Buenos_Aires}]`)),
+		Entry("the process's local zone, which is no IANA name", policy(`maintenanceWindows: [{schedule: "@daily", duration: 1h, timeZone: Local}]`,
+			"timeZone must be an IANA time zone name", `maintenanceWindows: [{schedule: "@daily", duration: 1h, timeZone: GMT}]`)),
 		Entry("version neither latest nor a version", policy(`version: newest`,
 			"version must be 'latest' or a Bottlerocket version such as 1.26.1", `version: 1.26.1`)),
 		Entry("unknown onTimeout", policy(`drain: {onTimeout: Skip}`,

@@ -22,12 +22,17 @@ type Evidence struct {
 	PDBs map[string]*policyv1.PodDisruptionBudget
 }
 
-// DrainEvidence is the outcome of one eviction pass.
+// DrainEvidence is the outcome of one eviction pass. A pass that failed is evidence too: a
+// pod it could not evict is left (Blocked says why), and a pass that could not even list the
+// node's pods is Incomplete; either way the drain's deadline applies.
 type DrainEvidence struct {
-	// Remaining counts the pods still to go (evicted but not yet gone included).
+	// Remaining counts the pods still to go (evicted but not yet gone, and refused, included).
 	Remaining int
-	// Blocked and Message say what refused an eviction (EvictionBlockedByPDB, MultiplePDBs);
-	// empty when nothing did.
+	// Incomplete is set when the pass could not cordon the node or list its pods: what
+	// remains is not known, and the node is not drained. Blocked and Message say why.
+	Incomplete bool
+	// Blocked and Message say what refused an eviction (EvictionBlockedByPDB, MultiplePDBs,
+	// DrainRefused), naming the pod; empty when nothing did.
 	Blocked v1alpha1.Reason
 	Message string
 	// EvictedPDBs are the PodDisruptionBudgets ("namespace/name") of the pods evicted in the

@@ -155,12 +155,11 @@ func (f *flight) stepStaging() {
 
 func (f *flight) stepDraining() {
 	res := f.ev.Drain
-	if res == nil {
-		f.poll = true // no eviction pass this time (it failed): the next pass tries again
-		return
+	if res == nil { // no eviction pass this time: nothing is known drained, and the deadline holds
+		res = &DrainEvidence{Incomplete: true, Blocked: v1alpha1.ReasonDrainRefused, Message: "no eviction pass was made this time"}
 	}
 	f.d.EvictedPDBs = union(f.d.EvictedPDBs, res.EvictedPDBs)
-	if res.Remaining == 0 {
+	if res.Remaining == 0 && !res.Incomplete {
 		f.move(v1alpha1.PhaseRebooting, v1alpha1.ActionReboot, v1alpha1.ReasonWaitingForReboot, "drained; the agent reboots the host into "+f.brn.Spec.TargetVersion)
 		return
 	}
@@ -169,28 +168,39 @@ func (f *flight) stepDraining() {
 	if f.deadline(durationOr(spec.Timeout, DefaultDrainTimeout)) {
 		if spec.OnTimeout == v1alpha1.DrainTimeoutForce {
 			f.move(v1alpha1.PhaseRebooting, v1alpha1.ActionReboot, v1alpha1.ReasonWaitingForReboot,
-				fmt.Sprintf("drain timed out with %d pods left; rebooting anyway (onTimeout: Force)", res.Remaining))
+				fmt.Sprintf("drain timed out with %s; rebooting anyway (onTimeout: Force)", left(res)))
 			return
 		}
-		f.fail(v1alpha1.ReasonDrainTimeout, fmt.Sprintf("drain timed out with %d pods left: %s", res.Remaining, message))
+		f.fail(v1alpha1.ReasonDrainTimeout, fmt.Sprintf("drain timed out with %s: %s", left(res), message))
 		return
 	}
 	f.poll = true
 	f.wait(reason, message)
 }
 
-// drainHold says what holds a drain up: several budgets on one pod, no room elsewhere, a
-// budget refusing, or nothing but time.
+// drainHold says what holds a drain up: a refusal that waiting does not end (several
+// budgets on one pod, a pod the drain may not or cannot evict), no room elsewhere, a budget
+// refusing, or nothing but time.
 func (f *flight) drainHold(res *DrainEvidence) (v1alpha1.Reason, string) {
 	switch {
-	case res.Blocked == v1alpha1.ReasonMultiplePDBs:
+	case res.Blocked != "" && res.Blocked != v1alpha1.ReasonEvictionBlocked:
 		return res.Blocked, res.Message
+	case res.Incomplete:
+		return v1alpha1.ReasonDrainRefused, "the eviction pass could not list the node's pods"
 	case !f.capacity:
 		return v1alpha1.ReasonNoCapacity, "no other node can take the evicted pods (every other node is cordoned or not Ready); drain.onTimeout decides at the deadline"
 	case res.Blocked != "":
 		return res.Blocked, res.Message
 	}
 	return v1alpha1.ReasonEvicting, fmt.Sprintf("evicting %d pods", res.Remaining)
+}
+
+// left says how many pods a drain left.
+func left(res *DrainEvidence) string {
+	if res.Incomplete {
+		return "an unknown number of pods left"
+	}
+	return fmt.Sprintf("%d pods left", res.Remaining)
 }
 
 func (f *flight) stepRebooting() {
@@ -269,35 +279,48 @@ func (c health) ok() bool { return c.reason == "" }
 var notRead = health{v1alpha1.ReasonPodsNotReady, "the node's pods could not be read; trying again"}
 
 // verify is the gate out of Verifying: the Node is Ready, the agent reports the target
-// running, and the node's DaemonSet pods are Ready.
+// running, and the node's DaemonSet pods that should run (shouldRun) are Ready.
 func verify(node *corev1.Node, brn *v1alpha1.BottlerocketNode, ev *Evidence) health {
 	if !kubeutil.NodeReady(node) {
 		return health{v1alpha1.ReasonNodeNotReady, "waiting for the Node to be Ready"}
 	}
-	if a := brn.Status.Agent; a == nil || a.CurrentVersion != brn.Spec.TargetVersion {
-		running := ""
-		if a != nil {
-			running = a.CurrentVersion
-		}
-		return health{v1alpha1.ReasonWrongVersion, fmt.Sprintf("the agent reports %q running, waiting for %s", running, brn.Spec.TargetVersion)}
+	if c := runsTarget(brn); !c.ok() {
+		return c
 	}
 	if !ev.PodsRead {
 		return notRead
 	}
 	for i := range ev.Pods {
-		if p := &ev.Pods[i]; ownedByDaemonSet(p) && !podReady(p) {
+		if p := &ev.Pods[i]; ownedByDaemonSet(p) && shouldRun(p) && !podReady(p) {
 			return health{v1alpha1.ReasonDaemonSetsNotReady, fmt.Sprintf("DaemonSet pod %s/%s is not Ready", p.Namespace, p.Name)}
 		}
 	}
 	return health{}
 }
 
-// stable is the gate out of Stabilizing: the node is Ready, its pods are Ready, no pod the
-// policy calls blocking is on it, and the PodDisruptionBudgets of the pods evicted from it are
+// runsTarget checks that the agent reports the target running.
+func runsTarget(brn *v1alpha1.BottlerocketNode) health {
+	a := brn.Status.Agent
+	if a != nil && a.CurrentVersion == brn.Spec.TargetVersion {
+		return health{}
+	}
+	running := ""
+	if a != nil {
+		running = a.CurrentVersion
+	}
+	return health{v1alpha1.ReasonWrongVersion, fmt.Sprintf("the agent reports %q running, waiting for %s", running, brn.Spec.TargetVersion)}
+}
+
+// stable is the gate out of Stabilizing: the node is Ready, the agent still reports the
+// target running (a host that fell back, or that somebody rolled back, since it was verified
+// does not pass), its pods that should run (shouldRun) are Ready, no pod the policy calls blocking is on it, and the PodDisruptionBudgets of the pods evicted from it are
 // back to their desired healthy count.
 func stable(node *corev1.Node, brn *v1alpha1.BottlerocketNode, ev *Evidence, spec v1alpha1.HealthSpec) health {
 	if !kubeutil.NodeReady(node) {
 		return health{v1alpha1.ReasonNodeNotReady, "the Node is not Ready"}
+	}
+	if c := runsTarget(brn); !c.ok() {
+		return c
 	}
 	if !ev.PodsRead {
 		return notRead
@@ -311,7 +334,7 @@ func stable(node *corev1.Node, brn *v1alpha1.BottlerocketNode, ev *Evidence, spe
 		if blocking.Matches(labelsOf(p)) {
 			return health{v1alpha1.ReasonBlockingPod, fmt.Sprintf("blocking pod %s/%s is on the node", p.Namespace, p.Name)}
 		}
-		if !podReady(p) {
+		if shouldRun(p) && !podReady(p) {
 			return health{v1alpha1.ReasonPodsNotReady, fmt.Sprintf("pod %s/%s is not Ready", p.Namespace, p.Name)}
 		}
 	}
@@ -338,10 +361,18 @@ func selectorOrNothing(s *metav1.LabelSelector) (labels.Selector, error) {
 
 func labelsOf(p *corev1.Pod) labels.Set { return labels.Set(p.Labels) }
 
-func podReady(pod *corev1.Pod) bool {
-	if pod.Status.Phase == corev1.PodSucceeded {
-		return true
+// shouldRun reports whether a pod is one the health gate judges: not finished (a Job's pod
+// that succeeded or failed will never be Ready again) and not being deleted (it is going, and
+// its replacement, if any, is judged instead).
+func shouldRun(pod *corev1.Pod) bool {
+	switch pod.Status.Phase {
+	case corev1.PodSucceeded, corev1.PodFailed:
+		return false
 	}
+	return pod.DeletionTimestamp == nil
+}
+
+func podReady(pod *corev1.Pod) bool {
 	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.PodReady {
 			return c.Status == corev1.ConditionTrue

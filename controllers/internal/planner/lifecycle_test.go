@@ -1,8 +1,10 @@
 package planner
 
 import (
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -87,6 +89,12 @@ func evicted(pdb string) func(*NodeState) {
 
 func draining(remaining int) *Evidence { return &Evidence{Drain: &DrainEvidence{Remaining: remaining}} }
 
+// refused is a drain left with two pods, one of which it may not evict.
+func refused() *Evidence {
+	return &Evidence{Drain: &DrainEvidence{Remaining: 2, Blocked: v1alpha1.ReasonDrainRefused,
+		Message: "pod apps/db is not evicted: it has emptyDir data and drain.deleteEmptyDirData is false"}}
+}
+
 func pods(ready bool, extra ...corev1.Pod) *Evidence {
 	return &Evidence{PodsRead: true, Pods: append([]corev1.Pod{daemonPod("a", ready), workloadPod("a", ready)}, extra...)}
 }
@@ -95,6 +103,21 @@ func budget(healthy, desired int32) *Evidence {
 	ev := pods(true)
 	ev.PDBs = map[string]*policyv1.PodDisruptionBudget{"apps/web": {Status: policyv1.PodDisruptionBudgetStatus{CurrentHealthy: healthy, DesiredHealthy: desired}}}
 	return ev
+}
+
+// finished puts a pod in phase (a Job's pod that failed or succeeded, one not started yet),
+// under another name.
+func finished(p corev1.Pod, phase corev1.PodPhase) corev1.Pod {
+	p.Name += "-" + string(phase)
+	p.Status.Phase = phase
+	return p
+}
+
+// terminating marks a pod as being deleted, under another name.
+func terminating(p corev1.Pod) corev1.Pod {
+	p.Name += "-terminating"
+	p.DeletionTimestamp = mtime(t0.Add(-time.Minute))
+	return p
 }
 
 // TestDeadlines drives each in-flight phase to either side of its deadline, with no API
@@ -140,6 +163,18 @@ func TestDeadlines(t *testing.T) {
 			ev: &Evidence{Drain: &DrainEvidence{Remaining: 1, Blocked: v1alpha1.ReasonEvictionBlocked, Message: "refused"}}},
 			want{v1alpha1.PhaseDraining, v1alpha1.ReasonEvictionBlocked}, 4 * time.Minute, true},
 
+		{"draining: a pod the drain may not evict is said first", flying{phase: v1alpha1.PhaseDraining, elapsed: time.Minute, drain: abort, ev: refused()},
+			want{v1alpha1.PhaseDraining, v1alpha1.ReasonDrainRefused}, 4 * time.Minute, true},
+		{"draining: a pod the drain may not evict, at drain.timeout, onTimeout Abort", flying{phase: v1alpha1.PhaseDraining, elapsed: 5 * time.Minute, drain: abort, ev: refused()},
+			want{v1alpha1.PhaseFailed, v1alpha1.ReasonDrainTimeout}, 0, false},
+		{"draining: the pods could not be listed: not drained", flying{phase: v1alpha1.PhaseDraining, elapsed: time.Minute, drain: abort,
+			ev: &Evidence{Drain: &DrainEvidence{Incomplete: true, Blocked: v1alpha1.ReasonDrainRefused, Message: "listing the pods: the API server is away"}}},
+			want{v1alpha1.PhaseDraining, v1alpha1.ReasonDrainRefused}, 4 * time.Minute, true},
+		{"draining: the pods could not be listed at drain.timeout, onTimeout Force", flying{phase: v1alpha1.PhaseDraining, elapsed: 5 * time.Minute, drain: force,
+			ev: &Evidence{Drain: &DrainEvidence{Incomplete: true, Blocked: v1alpha1.ReasonDrainRefused, Message: "listing the pods: the API server is away"}}},
+			want{v1alpha1.PhaseRebooting, v1alpha1.ReasonWaitingForReboot}, 0, false},
+		{"draining: no eviction pass at drain.timeout", flying{phase: v1alpha1.PhaseDraining, elapsed: 5 * time.Minute, drain: abort},
+			want{v1alpha1.PhaseFailed, v1alpha1.ReasonDrainTimeout}, 0, false},
 		{"rebooting: not back within health.readyTimeout", flying{phase: v1alpha1.PhaseRebooting, elapsed: 9 * time.Minute, health: health},
 			want{v1alpha1.PhaseRebooting, v1alpha1.ReasonWaitingForReboot}, time.Minute, false},
 		{"rebooting: health.readyTimeout passed", flying{phase: v1alpha1.PhaseRebooting, elapsed: 10 * time.Minute, health: health},
@@ -159,6 +194,9 @@ func TestDeadlines(t *testing.T) {
 			want{v1alpha1.PhaseVerifying, v1alpha1.ReasonWrongVersion}, 9 * time.Minute, true},
 		{"verifying: verified", flying{phase: v1alpha1.PhaseVerifying, elapsed: time.Minute, health: health, ev: pods(true)}.with(rebootedTo(target)),
 			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonStabilizing}, 0, false},
+		{"verifying: a failed or terminating DaemonSet pod is not judged", flying{phase: v1alpha1.PhaseVerifying, elapsed: time.Minute, health: health,
+			ev: pods(true, finished(daemonPod("a", false), corev1.PodFailed), terminating(daemonPod("a", false)))}.with(rebootedTo(target)),
+			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonStabilizing}, 0, false},
 
 		{"stabilizing: found healthy, held for stableFor", flying{phase: v1alpha1.PhaseStabilizing, elapsed: time.Minute, health: health, ev: pods(true)}.with(rebootedTo(target)),
 			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonStabilizing}, 2 * time.Minute, true},
@@ -172,6 +210,16 @@ func TestDeadlines(t *testing.T) {
 			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonStabilizing}, 2 * time.Minute, true},
 		{"stabilizing: an evicted pod's budget is not healthy again", flying{phase: v1alpha1.PhaseStabilizing, elapsed: time.Minute, health: health, ev: budget(1, 2)}.with(rebootedTo(target), evicted("apps/web")),
 			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonPDBUnhealthy}, 11 * time.Minute, true},
+		{"stabilizing: a Job's failed pod, a finished pod and a terminating pod are not judged", flying{phase: v1alpha1.PhaseStabilizing, elapsed: time.Minute, health: health,
+			ev: pods(true, finished(workloadPod("a", false), corev1.PodFailed), finished(workloadPod("a", false), corev1.PodSucceeded), terminating(workloadPod("a", false)))}.with(rebootedTo(target)),
+			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonStabilizing}, 2 * time.Minute, true},
+		{"stabilizing: a pod that should run and is not Ready is still judged", flying{phase: v1alpha1.PhaseStabilizing, elapsed: time.Minute, health: health,
+			ev: pods(true, finished(workloadPod("a", false), corev1.PodPending))}.with(rebootedTo(target)),
+			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonPodsNotReady}, 11 * time.Minute, true},
+		{"stabilizing: the host no longer runs the target (rolled back)", flying{phase: v1alpha1.PhaseStabilizing, elapsed: time.Minute, health: health, ev: pods(true)}.with(rebootedTo("1.20.0")),
+			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonWrongVersion}, 11 * time.Minute, true},
+		{"stabilizing: the host no longer runs the target at readyTimeout + stableFor", flying{phase: v1alpha1.PhaseStabilizing, elapsed: 12 * time.Minute, health: health, ev: pods(true)}.with(rebootedTo("1.20.0")),
+			want{v1alpha1.PhaseFailed, v1alpha1.ReasonReadyTimeout}, 0, false},
 		{"stabilizing: a blocking pod is on the node", flying{phase: v1alpha1.PhaseStabilizing, elapsed: time.Minute, health: blocking, ev: pods(true, batch)}.with(rebootedTo(target)),
 			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonBlockingPod}, 11 * time.Minute, true},
 	}
@@ -212,6 +260,14 @@ func TestLifecycleRecords(t *testing.T) {
 	_, brn := apply(flying{phase: v1alpha1.PhaseStaging, elapsed: time.Hour})
 	if st := brn.Status; st.FailedTarget != target || st.FailureCount != 1 || !st.FailedTime.Time.Equal(t0) || brn.Spec.Action != v1alpha1.ActionNone {
 		t.Errorf("failed: %+v, action %s", st, brn.Spec.Action)
+	}
+
+	// The host's error text may be as long as the agent's message (4096); status.message takes 1024.
+	_, brn = apply(flying{phase: v1alpha1.PhaseStaging, elapsed: time.Minute}.with(staged(false), func(n *NodeState) {
+		n.BRN.Status.Agent.LastAction.Message = strings.Repeat("é", 4096)
+	}))
+	if n := utf8.RuneCountInString(brn.Status.Message); brn.Status.Reason != v1alpha1.ReasonStageFailed || n > 1024 {
+		t.Errorf("stage failed: reason %s, message of %d characters, want at most 1024", brn.Status.Reason, n)
 	}
 
 	f := flying{phase: v1alpha1.PhaseDraining, elapsed: time.Minute, ev: &Evidence{Drain: &DrainEvidence{Remaining: 1, EvictedPDBs: []string{"apps/web"}}}}

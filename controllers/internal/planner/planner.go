@@ -139,8 +139,9 @@ func (d *NodeDecision) UpdatedNow() bool {
 // ApplyTo writes the decision into brn as the controller does: spec (action, target,
 // policy), the retry request once acted upon, and the controller's status fields:
 // phaseStartTime when the phase changes, updateStartTime when the node leaves Pending, the
-// failure record when it fails, updatedTime when it is updated, the drain's budgets and the
-// health record while it holds its Node.
+// failure record when it fails, updatedTime when it is updated after a disruption (a node
+// found already on the target took no slot, and starts no pauseBetweenNodes), the drain's
+// budgets and the health record while it holds its Node.
 func (d *NodeDecision) ApplyTo(brn *v1alpha1.BottlerocketNode, now time.Time) {
 	st := &brn.Status
 	t := metav1.NewTime(now)
@@ -148,7 +149,10 @@ func (d *NodeDecision) ApplyTo(brn *v1alpha1.BottlerocketNode, now time.Time) {
 	case d.FailedNow():
 		st.FailedTarget, st.FailureCount, st.FailedTime = brn.Spec.TargetVersion, st.FailureCount+1, &t
 	case d.UpdatedNow():
-		st.UpdatedTime, st.FailureCount, st.FailedTarget = &t, 0, ""
+		st.FailureCount, st.FailedTarget = 0, ""
+		if d.From.Unavailable() { // disrupted for the update (Stabilizing → Updated): the pause starts
+			st.UpdatedTime = &t
+		}
 	}
 	if st.Phase != d.Phase {
 		st.PhaseStartTime = &t
@@ -266,7 +270,22 @@ func Compute(in Input) Plan {
 		plan.NextWake = earliest(plan.NextWake, earliest(p.wake, p.flightWake))
 		plan.Poll = plan.Poll || p.poll
 	}
+	for i := range plan.Nodes {
+		plan.Nodes[i].Message = clipMessage(plan.Nodes[i].Message)
+	}
 	return plan
+}
+
+// maxMessage is the most characters status.message takes (the API refuses more).
+const maxMessage = 1024
+
+// clipMessage cuts a message to maxMessage characters: a host's error text or an API error
+// may be longer, and a status the API refuses would leave the node where it is.
+func clipMessage(s string) string {
+	if r := []rune(s); len(r) > maxMessage {
+		return string(r[:maxMessage-1]) + "…"
+	}
+	return s
 }
 
 // earliest returns the earlier of a and b, a zero time standing for "never".

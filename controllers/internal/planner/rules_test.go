@@ -523,3 +523,48 @@ func TestRetryBackoff(t *testing.T) {
 	}
 }
 
+// TestPauseFollowsDisruptedNodesOnly checks that only a node this operator disrupted for the
+// update (Stabilizing → Updated) starts pauseBetweenNodes: a node found already on the target
+// took no slot, so it holds none back.
+func TestPauseFollowsDisruptedNodesOnly(t *testing.T) {
+	const v = "1.21.0"
+	pause := withSpec(func(s *v1alpha1.UpdatePolicySpec) { s.PauseBetweenNodes = dur(5 * time.Minute) })
+	fresh := host("fresh", "a", v, v)
+	fresh.BRN.Status.Phase = v1alpha1.PhasePending
+	b := at(h("b"), v1alpha1.PhaseStaging, v)
+	fleet := in(one(pause), fresh, b)
+
+	apply(&fleet, Compute(fleet)) // fresh is found on the target; b stages
+	if st := fresh.BRN.Status; st.Phase != v1alpha1.PhaseUpdated || st.UpdatedTime != nil {
+		t.Errorf("fresh: %s, updatedTime %v; want Updated with no updatedTime (it was never disrupted)", st.Phase, st.UpdatedTime)
+	}
+	staged(true)(&b)
+	fleet.Now = t0.Add(time.Minute)
+	apply(&fleet, Compute(fleet)) // b is staged
+	fleet.Now = t0.Add(2 * time.Minute)
+	if d := Compute(fleet).Nodes[1]; d.Phase != v1alpha1.PhaseDraining {
+		t.Errorf("b: %s/%s (%s), want Draining: no node freed a slot", d.Phase, d.Reason, d.Message)
+	}
+}
+
+// TestSoakFollowsNodesFoundOnTarget checks that a wave whose nodes were found already on the
+// target still soaks before the next wave is disrupted: it counts from when they became
+// Updated, although they start no pauseBetweenNodes.
+func TestSoakFollowsNodesFoundOnTarget(t *testing.T) {
+	const v = "1.21.0"
+	p := withSpec(maxUnavailable("5"), func(s *v1alpha1.UpdatePolicySpec) {
+		s.Waves = []v1alpha1.Wave{{Name: "canary", Nodes: intOrStr("1"), SoakTime: dur(time.Hour)}, {Name: "second", Nodes: intOrStr("1")}}
+	})
+	fresh := inWave(at(host("fresh", "a", v, v), v1alpha1.PhasePending, v), "canary")
+	b := inWave(at(h("b"), v1alpha1.PhaseStaging, v), "second")
+	fleet := in(one(p), fresh, b)
+
+	apply(&fleet, Compute(fleet)) // fresh is found on the target
+	staged(true)(&b)
+	fleet.Now = t0.Add(time.Minute)
+	apply(&fleet, Compute(fleet)) // b is staged
+	fleet.Now = t0.Add(2 * time.Minute)
+	if d := Compute(fleet).Nodes[1]; d.Phase != v1alpha1.PhaseStaged || d.Reason != v1alpha1.ReasonSoaking {
+		t.Errorf("b: %s/%s (%s), want Staged/Soaking: the canary wave soaks for an hour", d.Phase, d.Reason, d.Message)
+	}
+}

@@ -183,9 +183,7 @@ func (pp *policyPass) completeWaves(classes []nodeClass) {
 		switch classes[k] { // both classes have a BottlerocketNode
 		case classUpdated:
 			w.updated++
-			if t := pp.in.Nodes[i].BRN.Status.UpdatedTime; t != nil {
-				w.completion = laterOf(w.completion, t.Time)
-			}
+			w.completion = laterOf(w.completion, becameUpdated(&pp.in.Nodes[i].BRN.Status))
 		case classFailed:
 			w.failed++
 			if t := pp.in.Nodes[i].BRN.Status.FailedTime; t != nil {
@@ -227,6 +225,20 @@ func (w *waveState) soak() time.Duration {
 		return 0
 	}
 	return w.spec.SoakTimeOrDefault()
+}
+
+// becameUpdated is when a node became Updated: updatedTime if this operator updated it, or
+// when its phase turned Updated if it was found on the target (such a node sets no
+// updatedTime: it took no disruption slot, but its wave soaks all the same). Zero: not known.
+func becameUpdated(st *v1alpha1.BottlerocketNodeStatus) time.Time {
+	var t time.Time
+	if st.UpdatedTime != nil {
+		t = st.UpdatedTime.Time
+	}
+	if st.Phase == v1alpha1.PhaseUpdated && st.PhaseStartTime != nil {
+		t = laterOf(t, st.PhaseStartTime.Time)
+	}
+	return t
 }
 
 // laterOf returns the later of a and b.
