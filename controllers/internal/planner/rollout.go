@@ -214,7 +214,7 @@ func (pp *policyPass) unavailable(i int, d *NodeDecision) bool {
 
 // count resolves the budgets and counts what consumes them.
 func (pp *policyPass) count(classes []nodeClass, out []NodeDecision) {
-	spec, now := pp.spec, pp.in.Now
+	spec := pp.spec
 	governed := len(pp.members)
 	var err error
 	if pp.maxUnavailable, err = spec.MaxUnavailableOf(governed); err != nil {
@@ -225,35 +225,16 @@ func (pp *policyPass) count(classes []nodeClass, out []NodeDecision) {
 	}
 	zoneNodes := map[string]int{}
 	pp.zoneUnavail = map[string]int{}
-	pause := spec.PauseBetweenNodesOrDefault()
 	for k, i := range pp.members {
-		d := &out[i]
 		zone := pp.views[i].zone
 		zoneNodes[zone]++
-		w := &pp.waves[pp.waveOf[k]]
-		down := pp.unavailable(i, d)
+		down := pp.unavailable(i, &out[i])
 		if down {
 			pp.unavail++
 			pp.zoneUnavail[zone]++
-			w.unavailable++
+			pp.waves[pp.waveOf[k]].unavailable++
 		}
-		switch classes[k] {
-		case classUpdated:
-			if brn := pp.in.Nodes[i].BRN; !down && brn.Status.UpdatedTime != nil && pause > 0 {
-				if ends := brn.Status.UpdatedTime.Add(pause); now.Before(ends) {
-					pp.cooling++
-					pp.coolingEnds = earliest(pp.coolingEnds, ends)
-				}
-			}
-		case classFailed:
-			if pp.countsAsFailure(pp.in.Nodes[i].BRN) {
-				pp.failed++
-			}
-		case classInFlight:
-			if d.From == v1alpha1.PhaseStaging {
-				pp.staging++
-			}
-		}
+		pp.countClass(classes[k], i, down, &out[i])
 	}
 	pp.report.Unavailable = pp.unavail
 	pp.zoneLimit = make(map[string]int, len(zoneNodes))
@@ -263,11 +244,43 @@ func (pp *policyPass) count(classes []nodeClass, out []NodeDecision) {
 			break
 		}
 	}
+	pp.waveLimits()
+}
+
+// countClass counts what node i's class consumes: a slot cooling after its update, a failure
+// against the budget, a staging slot.
+func (pp *policyPass) countClass(class nodeClass, i int, down bool, d *NodeDecision) {
+	brn := pp.in.Nodes[i].BRN
+	switch class {
+	case classUpdated:
+		pause := pp.spec.PauseBetweenNodesOrDefault()
+		if !down && brn.Status.UpdatedTime != nil && pause > 0 {
+			if ends := brn.Status.UpdatedTime.Add(pause); pp.in.Now.Before(ends) {
+				pp.cooling++
+				pp.coolingEnds = earliest(pp.coolingEnds, ends)
+			}
+		}
+	case classFailed:
+		if pp.countsAsFailure(brn) {
+			pp.failed++
+		}
+	case classInFlight:
+		if d.From == v1alpha1.PhaseStaging {
+			pp.staging++
+		}
+	}
+}
+
+// waveLimits resolves each wave's maxUnavailable (the implicit wave has none of its own).
+func (pp *policyPass) waveLimits() {
 	for k := range pp.waves {
 		w := &pp.waves[k]
 		if w.spec == nil {
 			w.limit = v1alpha1.Unlimited
-		} else if w.limit, err = w.spec.MaxUnavailableOf(w.nodes); err != nil {
+			continue
+		}
+		var err error
+		if w.limit, err = w.spec.MaxUnavailableOf(w.nodes); err != nil {
 			pp.invalid = append(pp.invalid, err.Error())
 		}
 	}
