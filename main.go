@@ -96,6 +96,7 @@ func serve(mgr ctrl.Manager) error {
 // runController runs the cluster-wide controller until the process is signalled.
 func runController(o options) error {
 	mgr, err := controllers.NewManager(ctrl.GetConfigOrDie(), controllers.Options{
+		Clock:             clock.RealClock{},
 		ControllerNode:    os.Getenv("NODE_NAME"),
 		OperatorNamespace: o.operatorNamespace,
 	}, ctrl.Options{

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -21,7 +22,7 @@ type Options struct {
 	ControllerNode string
 	// OperatorNamespace holds the operator's own pods, which are never evicted.
 	OperatorNamespace string
-	// Clock is the controller's only source of time (default: the real clock).
+	// Clock is the controller's only source of time; required (main passes the real one).
 	Clock clock.Clock
 	// PollInterval is how soon nodes being drained or checked are looked at again (default 5s).
 	PollInterval time.Duration
@@ -31,7 +32,7 @@ type Options struct {
 // CacheOptions.
 func Setup(mgr ctrl.Manager, o Options) error {
 	if o.Clock == nil {
-		o.Clock = clock.RealClock{}
+		return errors.New("the controller needs a clock (controllers.Options.Clock)")
 	}
 	kube, err := kubernetes.NewForConfig(mgr.GetConfig())
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -28,7 +29,7 @@ func TestControllerFlowOnItsOwnRole(t *testing.T) {
 	installed(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := tokenConfig(ctx, t, controllerSA, nil)
-	mgr, err := controllers.NewManager(cfg, controllers.Options{OperatorNamespace: namespace, PollInterval: 100 * time.Millisecond}, ctrl.Options{
+	mgr, err := controllers.NewManager(cfg, controllers.Options{Clock: clock.RealClock{}, OperatorNamespace: namespace, PollInterval: 100 * time.Millisecond}, ctrl.Options{
 		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
 		LeaderElection:          true,
 		LeaderElectionID:        "flow-test",

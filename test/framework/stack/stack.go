@@ -21,6 +21,7 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bottlerocket-ops/update-operator/controllers"
@@ -51,8 +52,8 @@ type Options struct {
 	Host hostsim.Config
 	// RefreshInterval is each agent's refresh interval.
 	RefreshInterval time.Duration
-	// Controller configures the controller (e.g. its poll interval); on a local cluster its
-	// OperatorNamespace is the install's.
+	// Controller configures the controller (e.g. its poll interval; the real clock unless
+	// set); on a local cluster its OperatorNamespace is the install's.
 	Controller controllers.Options
 	// Workloads, when set, are created once the fleet runs, their pods spread over its nodes,
 	// and waited for until healthy.
@@ -117,6 +118,9 @@ type Stack struct {
 func Start(ctx context.Context, opts Options) (*Stack, error) {
 	if opts.Light && opts.Workloads != nil {
 		return nil, errors.New("starting a stack: Light runs no workloads (no scheduler, no kubelets)")
+	}
+	if opts.Controller.Clock == nil {
+		opts.Controller.Clock = clock.RealClock{}
 	}
 	s := &Stack{opts: opts, log: opts.Logger}
 	if s.log.GetSink() == nil {
