@@ -114,9 +114,11 @@ func (c *Client) once(ctx context.Context, method, path string, body any, wrote 
 	r := reply{sent: c.now()}
 	resp, err := c.http.Do(req)
 	if err == nil {
-		defer resp.Body.Close()
 		r.code = resp.StatusCode
 		r.body, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		// The answer is read (or failed to be): closing only releases a connection that is
+		// never reused (DisableKeepAlives), so its error changes nothing.
+		_ = resp.Body.Close()
 		if err == nil {
 			return r, nil
 		}
@@ -251,33 +253,44 @@ func (c *Client) await(ctx context.Context, cmd CommandType, asked time.Time) er
 		if err != nil {
 			return fmt.Errorf("await outcome: %w", err)
 		}
-		switch {
-		case r.code == http.StatusLocked:
-			// Still running.
-		case r.code == http.StatusNotFound && cmd == CommandRefresh:
-			// Not initialized yet; the refresh will initialize it.
-		default:
-			st, err := statusFrom(r)
-			if err != nil {
-				return fmt.Errorf("await outcome: %w", err)
-			}
-			m := st.MostRecentCommand
-			if m != nil && m.Type == cmd && !m.Timestamp.Before(asked) && m.Status.Final() {
-				if m.Status == CommandFailed {
-					return failedError(m)
-				}
-				return nil
-			}
-			if m != nil && m.Type != cmd && m.Timestamp.After(asked) {
-				// Another caller's command ran after ours and the host keeps only the most
-				// recent record: ours ended, how is for the caller to read from the state.
-				return fmt.Errorf("await outcome: %w: %s ran after it", ErrOutcomeUnknown, m.Type)
-			}
+		if done, err := outcome(cmd, asked, r); done {
+			return err
 		}
 		if err := sleep(ctx, c.pollInterval); err != nil {
 			return fmt.Errorf("await outcome: %w", err)
 		}
 	}
+}
+
+// outcome reads one answer to GET /updates/status for cmd, asked at asked. It is done when
+// the host recorded cmd's final outcome (err is then nil on Success, a *CommandFailedError on
+// Failed), when another command ran after it, or when the answer is an error; not done while
+// cmd still runs.
+func outcome(cmd CommandType, asked time.Time, r reply) (done bool, err error) {
+	switch {
+	case r.code == http.StatusLocked:
+		return false, nil // still running
+	case r.code == http.StatusNotFound && cmd == CommandRefresh:
+		return false, nil // not initialized yet; the refresh will initialize it
+	}
+	st, err := statusFrom(r)
+	if err != nil {
+		return true, fmt.Errorf("await outcome: %w", err)
+	}
+	switch m := st.MostRecentCommand; {
+	case m == nil:
+		return false, nil
+	case m.Type == cmd && !m.Timestamp.Before(asked) && m.Status.Final():
+		if m.Status == CommandFailed {
+			return true, failedError(m)
+		}
+		return true, nil
+	case m.Type != cmd && m.Timestamp.After(asked):
+		// Another caller's command ran after ours and the host keeps only the most recent
+		// record: ours ended, how is for the caller to read from the state.
+		return true, fmt.Errorf("await outcome: %w: %s ran after it", ErrOutcomeUnknown, m.Type)
+	}
+	return false, nil
 }
 
 // Reboot asks the host to reboot. An answer that never comes because the

@@ -99,8 +99,8 @@ func (r *rawHost) try(method, path, body string) (int, []byte, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close() // read whole; the connection is not reused (DisableKeepAlives)
 	return resp.StatusCode, b, err
 }
 
