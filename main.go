@@ -96,6 +96,7 @@ func serve(mgr ctrl.Manager) error {
 // runController runs the cluster-wide controller until the process is signalled.
 func runController(o options) error {
 	mgr, err := controllers.NewManager(ctrl.GetConfigOrDie(), controllers.Options{
+		Clock:             clock.RealClock{},
 		ControllerNode:    os.Getenv("NODE_NAME"),
 		OperatorNamespace: o.operatorNamespace,
 	}, ctrl.Options{
@@ -121,11 +122,12 @@ func runAgent(o options) error {
 	if err != nil || refresh <= 0 {
 		return fmt.Errorf("invalid -refresh-interval %q: want a positive duration such as 30m", o.agentRefreshInterval)
 	}
+	clk := clock.RealClock{} // the agent and its host API client read the same clock
 	mgr, err := agent.NewManager(ctrl.GetConfigOrDie(), &agent.Agent{
-		Host:            hostapi.New(o.apiSocket),
+		Host:            hostapi.New(o.apiSocket, hostapi.WithClock(clk)),
 		NodeName:        o.nodeName,
 		BootIDFile:      o.bootIDFile,
-		Clock:           clock.RealClock{},
+		Clock:           clk,
 		RefreshInterval: refresh,
 	}, ctrl.Options{
 		Scheme:                 scheme,
