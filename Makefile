@@ -4,6 +4,11 @@ IMG ?= bottlerocket-update-operator:dev
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+# golangci-lint is pinned in hack/lint/go.mod (its own module) and built from the Go module
+# proxy once into a cache outside the repository, shared by every checkout of the project.
+GOLANGCI_LINT_VERSION = $(shell sed -n 's#^\(require\)\{0,1\}[[:space:]]*github.com/golangci/golangci-lint/v2 \(v[^[:space:]]*\).*#\2#p' hack/lint/go.mod)
+TOOLS_CACHE = $${BRUPOP_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/bottlerocket-update-operator}/tools
+GOLANGCI_LINT = $(TOOLS_CACHE)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 KUBECTL ?= kubectl
 GO_TEST_FLAGS ?= -race
 BINARY := bottlerocket-update-operator
@@ -62,12 +67,24 @@ fmt: ## Run gofmt on the module.
 vet: ## Run go vet.
 	go vet ./...
 
+.PHONY: lint
+lint: ## Run golangci-lint (.golangci.yml) on the module; builds the pinned version once.
+	@lint="$(GOLANGCI_LINT)"; \
+	if [ ! -x "$$lint" ]; then \
+	  echo "==> building golangci-lint $(GOLANGCI_LINT_VERSION) into $$lint (first time only)"; \
+	  mkdir -p "$$(dirname "$$lint")" && \
+	  go -C hack/lint build -trimpath -o "$$lint.tmp$$$$" github.com/golangci/golangci-lint/v2/cmd/golangci-lint && \
+	  mv "$$lint.tmp$$$$" "$$lint" || exit 1; \
+	fi; \
+	"$$lint" run ./...
+
 .PHONY: verify
-verify: manifests generate build-installer ## Regenerate everything and fail if anything generated or formatted is stale.
+verify: manifests generate build-installer ## Regenerate everything and fail if anything generated, formatted or linted is stale.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed on:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	go vet ./...
 	@git diff --exit-code -- config api dist || { echo "generated files are stale: run 'make manifests generate build-installer' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain --untracked-files=all -- config/crd/bases config/rbac api dist)" || { echo "untracked generated files:"; git status --porcelain --untracked-files=all -- config/crd/bases config/rbac api dist; exit 1; }
+	$(MAKE) --no-print-directory lint
 
 .PHONY: controlplane
 controlplane: ## Build (once) and print the cached etcd + kube-apiserver directory.

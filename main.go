@@ -122,11 +122,12 @@ func runAgent(o options) error {
 	if err != nil || refresh <= 0 {
 		return fmt.Errorf("invalid -refresh-interval %q: want a positive duration such as 30m", o.agentRefreshInterval)
 	}
+	clk := clock.RealClock{} // the agent and its host API client read the same clock
 	mgr, err := agent.NewManager(ctrl.GetConfigOrDie(), &agent.Agent{
-		Host:            hostapi.New(o.apiSocket),
+		Host:            hostapi.New(o.apiSocket, hostapi.WithClock(clk)),
 		NodeName:        o.nodeName,
 		BootIDFile:      o.bootIDFile,
-		Clock:           clock.RealClock{},
+		Clock:           clk,
 		RefreshInterval: refresh,
 	}, ctrl.Options{
 		Scheme:                 scheme,

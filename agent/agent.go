@@ -55,7 +55,8 @@ type Agent struct {
 	NodeName string
 	// BootIDFile holds the host's boot ID (/proc/sys/kernel/random/boot_id).
 	BootIDFile string
-	// Clock is the agent's only source of time.
+	// Clock is the agent's only source of time. It is required: the process passes the real
+	// clock (main.go), tests a fake or the real one.
 	Clock clock.Clock
 	// RefreshInterval is how often the host's list of updates is refreshed; each wait is
 	// jittered by up to 20% so that a fleet does not refresh in step.
@@ -78,7 +79,7 @@ func CacheOptions(nodeName string) cache.Options {
 // SetupWithManager registers the agent with a manager whose cache is built with CacheOptions.
 func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 	if a.Clock == nil {
-		a.Clock = clock.RealClock{}
+		return errors.New("the agent needs a Clock (clock.RealClock{} outside tests)")
 	}
 	if a.RetryInterval == 0 {
 		a.RetryInterval = 5 * time.Second

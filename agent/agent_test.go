@@ -6,7 +6,10 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	ctrl "sigs.k8s.io/controller-runtime"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/bottlerocket-ops/update-operator/agent"
 	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/test/framework/audit"
@@ -314,3 +317,12 @@ func agentWrites(name string) int {
 	Expect(err).NotTo(HaveOccurred())
 	return n
 }
+
+var _ = Describe("Setup", func() {
+	It("refuses an agent without a clock", func() {
+		_, err := agent.NewManager(env.Config, &agent.Agent{
+			Host: hostapi.New("/nonexistent/api.sock"), NodeName: "node-without-clock", BootIDFile: "/nonexistent/boot_id",
+		}, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
+		Expect(err).To(MatchError(ContainSubstring("needs a Clock")))
+	})
+})

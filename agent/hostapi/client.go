@@ -16,6 +16,8 @@ import (
 	"net/url"
 	"sync/atomic"
 	"time"
+
+	"k8s.io/utils/clock"
 )
 
 // Client talks to one host's API over its Unix socket. It is safe for
@@ -24,7 +26,7 @@ type Client struct {
 	http         *http.Client
 	pollInterval time.Duration
 	backoff      backoff
-	now          func() time.Time
+	clock        clock.Clock
 }
 
 type backoff struct {
@@ -49,9 +51,13 @@ func WithLockBackoff(initial, max time.Duration, attempts int) Option {
 	return func(c *Client) { c.backoff = backoff{initial: initial, max: max, attempts: attempts} }
 }
 
-// WithNow sets the clock used to decide whether a command record is newer than
-// the request (default time.Now). It must agree with the host's clock.
-func WithNow(now func() time.Time) Option { return func(c *Client) { c.now = now } }
+// WithClock sets the client's clock: it stamps each request with the clock's time, to
+// decide whether a command record is newer than the request (so it must agree with the
+// host's clock), and it waits between polls and between 423 retries on it. The default is
+// the real clock, for callers that build a client without one; the agent's process passes
+// the clock it gives the agent. Only the HTTP timeout (WithHTTPTimeout) is measured by
+// net/http on the real clock.
+func WithClock(c clock.Clock) Option { return func(cl *Client) { cl.clock = c } }
 
 // New returns a client for the host API served on socketPath (normally
 // DefaultSocketPath).
@@ -72,10 +78,12 @@ func New(socketPath string, opts ...Option) *Client {
 		},
 		pollInterval: 500 * time.Millisecond,
 		backoff:      backoff{initial: 250 * time.Millisecond, max: 10 * time.Second},
-		now:          time.Now,
 	}
 	for _, o := range opts {
 		o(c)
+	}
+	if c.clock == nil {
+		c.clock = clock.RealClock{}
 	}
 	return c
 }
@@ -111,12 +119,14 @@ func (c *Client) once(ctx context.Context, method, path string, body any, wrote 
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	r := reply{sent: c.now()}
+	r := reply{sent: c.clock.Now()}
 	resp, err := c.http.Do(req)
 	if err == nil {
-		defer resp.Body.Close()
 		r.code = resp.StatusCode
 		r.body, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		// The answer is read (or failed to be): closing only releases a connection that is
+		// never reused (DisableKeepAlives), so its error changes nothing.
+		_ = resp.Body.Close()
 		if err == nil {
 			return r, nil
 		}
@@ -139,7 +149,7 @@ func (c *Client) call(ctx context.Context, method, path string, body any, wrote 
 		if c.backoff.attempts > 0 && attempt >= c.backoff.attempts {
 			return r, nil
 		}
-		if err := sleep(ctx, jitter(delay)); err != nil {
+		if err := c.sleep(ctx, jitter(delay)); err != nil {
 			return reply{}, fmt.Errorf("%w (waiting out 423 Locked)", err)
 		}
 		delay = min(2*delay, c.backoff.max)
@@ -153,13 +163,17 @@ func jitter(d time.Duration) time.Duration {
 	return d/2 + mrand.N(d/2+1)
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
+// sleep waits d on the client's clock, or until ctx ends.
+func (c *Client) sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 { // no wait: a fake clock would hold even a zero timer until it is stepped
+		return ctx.Err()
+	}
+	t := c.clock.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-t.C:
+	case <-t.C():
 		return nil
 	}
 }
@@ -251,33 +265,44 @@ func (c *Client) await(ctx context.Context, cmd CommandType, asked time.Time) er
 		if err != nil {
 			return fmt.Errorf("await outcome: %w", err)
 		}
-		switch {
-		case r.code == http.StatusLocked:
-			// Still running.
-		case r.code == http.StatusNotFound && cmd == CommandRefresh:
-			// Not initialized yet; the refresh will initialize it.
-		default:
-			st, err := statusFrom(r)
-			if err != nil {
-				return fmt.Errorf("await outcome: %w", err)
-			}
-			m := st.MostRecentCommand
-			if m != nil && m.Type == cmd && !m.Timestamp.Before(asked) && m.Status.Final() {
-				if m.Status == CommandFailed {
-					return failedError(m)
-				}
-				return nil
-			}
-			if m != nil && m.Type != cmd && m.Timestamp.After(asked) {
-				// Another caller's command ran after ours and the host keeps only the most
-				// recent record: ours ended, how is for the caller to read from the state.
-				return fmt.Errorf("await outcome: %w: %s ran after it", ErrOutcomeUnknown, m.Type)
-			}
+		if done, err := outcome(cmd, asked, r); done {
+			return err
 		}
-		if err := sleep(ctx, c.pollInterval); err != nil {
+		if err := c.sleep(ctx, c.pollInterval); err != nil {
 			return fmt.Errorf("await outcome: %w", err)
 		}
 	}
+}
+
+// outcome reads one answer to GET /updates/status for cmd, asked at asked. It is done when
+// the host recorded cmd's final outcome (err is then nil on Success, a *CommandFailedError on
+// Failed), when another command ran after it, or when the answer is an error; not done while
+// cmd still runs.
+func outcome(cmd CommandType, asked time.Time, r reply) (done bool, err error) {
+	switch {
+	case r.code == http.StatusLocked:
+		return false, nil // still running
+	case r.code == http.StatusNotFound && cmd == CommandRefresh:
+		return false, nil // not initialized yet; the refresh will initialize it
+	}
+	st, err := statusFrom(r)
+	if err != nil {
+		return true, fmt.Errorf("await outcome: %w", err)
+	}
+	switch m := st.MostRecentCommand; {
+	case m == nil:
+		return false, nil
+	case m.Type == cmd && !m.Timestamp.Before(asked) && m.Status.Final():
+		if m.Status == CommandFailed {
+			return true, failedError(m)
+		}
+		return true, nil
+	case m.Type != cmd && m.Timestamp.After(asked):
+		// Another caller's command ran after ours and the host keeps only the most recent
+		// record: ours ended, how is for the caller to read from the state.
+		return true, fmt.Errorf("await outcome: %w: %s ran after it", ErrOutcomeUnknown, m.Type)
+	}
+	return false, nil
 }
 
 // Reboot asks the host to reboot. An answer that never comes because the

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+	clocktesting "k8s.io/utils/clock/testing"
+
 	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
 	"github.com/bottlerocket-ops/update-operator/test/framework/hostsim"
 )
@@ -22,7 +25,8 @@ type env struct {
 	events chan hostsim.RebootEvent
 }
 
-// newEnv starts a simulated host (short durations) and a fast client for it.
+// newEnv starts a simulated host (short durations, unless it runs on a fake clock) and a fast
+// client for it.
 func newEnv(t *testing.T, cfg hostsim.Config, opts ...hostapi.Option) *env {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "hs") // short: Unix socket paths are limited to 108 bytes
@@ -33,7 +37,7 @@ func newEnv(t *testing.T, cfg hostsim.Config, opts ...hostapi.Option) *env {
 	cfg.BootIDFile = e.bootID
 	cfg.OnReboot = func(ev hostsim.RebootEvent) { e.events <- ev }
 	for _, d := range []*time.Duration{&cfg.RefreshDuration, &cfg.PrepareDuration, &cfg.ActivateDuration, &cfg.RebootDuration} {
-		if *d == 0 {
+		if *d == 0 && cfg.Clock == nil {
 			*d = 5 * time.Millisecond
 		}
 	}
@@ -281,6 +285,121 @@ func TestErrors(t *testing.T) {
 				t.Fatalf("got %v (%T)", err, err)
 			}
 		})
+	}
+}
+
+// epoch is where the tests' fake clocks start.
+var epoch = time.Date(2025, 3, 30, 1, 30, 0, 0, time.UTC)
+
+// awaitTimers waits (in real time, bounded) until n timers wait on clk, so that a Step lands
+// after the waits it is meant to end have begun.
+func awaitTimers(t *testing.T, clk *clocktesting.FakeClock, n int) {
+	t.Helper()
+	c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := wait.PollUntilContextCancel(c, time.Millisecond, true, func(context.Context) (bool, error) {
+		return clk.Waiters() >= n, nil
+	}); err != nil {
+		t.Fatalf("waiting for %d timers on the fake clock (%d): %v", n, clk.Waiters(), err)
+	}
+}
+
+// returned reports what done holds, if anything yet.
+func returned[T any](done <-chan T) (T, bool) {
+	select {
+	case v := <-done:
+		return v, true
+	default:
+		var zero T
+		return zero, false
+	}
+}
+
+// async runs call in a goroutine; its result comes on the channel returned.
+func async[T any](call func() T) <-chan T {
+	done := make(chan T, 1)
+	go func() { done <- call() }()
+	return done
+}
+
+// drive steps clk by step whenever something waits on it, until done yields (a call under
+// ctx(t) returns by its deadline at the latest). A command that takes no time on the host
+// may still be seen running by the client's first poll, which then waits on the clock.
+func drive[T any](clk *clocktesting.FakeClock, step time.Duration, done <-chan T) T {
+	for {
+		select {
+		case v := <-done:
+			return v
+		case <-time.After(time.Millisecond):
+			if clk.HasWaiters() {
+				clk.Step(step)
+			}
+		}
+	}
+}
+
+// TestAwaitsOnTheClock runs the client and the host on one fake clock: the client polls a
+// command's outcome on its clock, for as long as the command takes on the host's, and takes
+// the host's record of it, stamped by the same clock, for the answer to its request.
+func TestAwaitsOnTheClock(t *testing.T) {
+	clk := clocktesting.NewFakeClock(epoch)
+	e := newEnv(t, hostsim.Config{Version: "1.25.0", Releases: hostsim.Releases("1.26.0"), PrepareDuration: 10 * time.Second, Clock: clk},
+		hostapi.WithClock(clk), hostapi.WithPollInterval(time.Second))
+	c := ctx(t)
+	must(t, drive(clk, time.Second, async(func() error { return e.c.Refresh(c) })))
+	start := clk.Now()
+	done := async(func() error { return e.c.Prepare(c) })
+	for elapsed := time.Duration(0); elapsed < 10*time.Second; elapsed += time.Second {
+		awaitTimers(t, clk, 2) // the host's prepare, and the client's wait for its next poll
+		if err, ok := returned(done); ok {
+			t.Fatalf("Prepare returned %v after %s of a 10s prepare", err, elapsed)
+		}
+		clk.Step(time.Second)
+	}
+	// The prepare is over; the client sees it at its next poll, or the one after if it looked
+	// just before the host recorded it.
+	must(t, drive(clk, time.Second, done))
+	if s, want := e.h.State(), start.Add(10*time.Second); s.UpdateState != hostapi.StateStaged || !s.LastCommand.Timestamp.Equal(want) {
+		t.Fatalf("host state %+v, want Staged by a prepare stamped %s", s, want)
+	}
+}
+
+// TestLockBackoffOnTheClock checks that a request answered 423 Locked is retried after
+// waits on the client's clock (doubling up to the maximum), and only then: the host's
+// release of the lock is seen at the retry that follows it.
+func TestLockBackoffOnTheClock(t *testing.T) {
+	hostClock, clientClock := clocktesting.NewFakeClock(epoch), clocktesting.NewFakeClock(epoch)
+	e := newEnv(t, hostsim.Config{Version: "1.25.0", Releases: hostsim.Releases("1.26.0"), PrepareDuration: time.Hour, Clock: hostClock},
+		hostapi.WithClock(clientClock), hostapi.WithLockBackoff(time.Second, 4*time.Second, 0))
+	c := ctx(t)
+	must(t, drive(clientClock, time.Second, async(func() error { return e.c.Refresh(c) })))
+	other := hostapi.New(e.sock, hostapi.WithClock(hostClock)) // another caller, on the host's clock
+	go func() { _ = other.Prepare(c) }()                       // holds the lock for an hour
+	must(t, e.h.WaitFor(c, func(s hostsim.State) bool { return s.Busy }))
+
+	type result struct {
+		st  *hostapi.UpdateStatus
+		err error
+	}
+	done := async(func() result { st, err := e.c.Status(c); return result{st, err} })
+	for _, d := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second} {
+		awaitTimers(t, clientClock, 1)
+		if r, ok := returned(done); ok {
+			t.Fatalf("Status returned %+v while the host is locked", r)
+		}
+		clientClock.Step(d) // every jittered wait is at most d
+	}
+	awaitTimers(t, clientClock, 1) // answered 423 again: waiting for the next retry
+	awaitTimers(t, hostClock, 2)   // the prepare, and the other caller's poll
+	hostClock.Step(time.Hour)
+	must(t, e.h.WaitFor(c, func(s hostsim.State) bool { return !s.Busy }))
+	if r, ok := returned(done); ok {
+		t.Fatalf("Status returned %+v before the client's clock moved", r)
+	}
+	clientClock.Step(4 * time.Second)
+	r := <-done
+	if r.err != nil || r.st.State != hostapi.StateStaged {
+		t.Fatalf("Status = %+v, %v; want Staged", r.st, r.err)
 	}
 }
 

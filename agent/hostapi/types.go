@@ -188,4 +188,3 @@ type UpdateSettings struct {
 	// Seed places the host in the waves (seed).
 	Seed *int `json:"seed,omitempty"`
 }
-

@@ -86,7 +86,6 @@ func TestDecodeStatusRejects(t *testing.T) {
 	}
 }
 
-
 // FuzzDecodeStatus checks that no document makes the decoder panic, and that
 // what it accepts survives a round trip through the wire format.
 func FuzzDecodeStatus(f *testing.F) {

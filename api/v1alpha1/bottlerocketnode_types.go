@@ -253,7 +253,3 @@ type BottlerocketNodeList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []BottlerocketNode `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&BottlerocketNode{}, &BottlerocketNodeList{})
-}

@@ -421,7 +421,3 @@ type UpdatePolicyList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []UpdatePolicy `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&UpdatePolicy{}, &UpdatePolicyList{})
-}

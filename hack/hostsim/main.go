@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 
+	"k8s.io/utils/clock"
+
 	"github.com/bottlerocket-ops/update-operator/test/framework/hostsim"
 )
 
@@ -71,6 +73,7 @@ func main() {
 			ev.Phase, ev.FromVersion, ev.Version, ev.BootID, ev.FellBack, ev.Err)
 	}
 
+	cfg.Clock = clock.RealClock{}
 	h := hostsim.New(cfg)
 	if failPrepare != "" {
 		h.FailPrepare(failPrepare)

@@ -2,7 +2,6 @@
 package bench_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -34,11 +33,7 @@ func BenchmarkAgentIdleRSS(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer func() { _ = env.Stop() }()
-	dir, err := os.MkdirTemp("", "rss")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
+	dir := shortTempDir(b, "rss")
 
 	bin := buildOperator(b, dir)
 	kc := kubeconfigFor(b, env, dir, "agent")
@@ -93,14 +88,12 @@ func BenchmarkAgentIdleRSS(b *testing.B) {
 
 // vmRSS reads a process's resident memory in MiB.
 func vmRSS(b *testing.B, pid int) float64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if fields := strings.Fields(sc.Text()); len(fields) >= 2 && fields[0] == "VmRSS:" {
+	for line := range strings.Lines(string(raw)) {
+		if fields := strings.Fields(line); len(fields) >= 2 && fields[0] == "VmRSS:" {
 			kb, _ := strconv.ParseFloat(fields[1], 64)
 			return kb / 1024
 		}

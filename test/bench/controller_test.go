@@ -37,11 +37,7 @@ func BenchmarkController5000(b *testing.B) {
 		nodes = v
 	}
 	const batch = 50
-	dir, err := os.MkdirTemp("", "ctl")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
+	dir := shortTempDir(b, "ctl")
 	env, err := testenv.Start(testenv.WithAuditLog(dir))
 	if err != nil {
 		b.Fatal(err)
@@ -147,6 +143,21 @@ func benchPolicy(i int) *v1alpha1.UpdatePolicy {
 			MaxUnavailable: &ten,
 		},
 	}
+}
+
+// shortTempDir makes a directory removed when the benchmark ends, with a short path: Unix
+// socket paths are limited to 108 bytes, and b.TempDir's can be longer.
+func shortTempDir(b *testing.B, pattern string) string {
+	dir, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			b.Errorf("removing %s: %v", dir, err)
+		}
+	})
+	return dir
 }
 
 func buildOperator(b *testing.B, dir string) string {

@@ -41,7 +41,12 @@ func TestControllerFlowOnItsOwnRole(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() { cancel(); <-done }) // last: the controller releases what it holds first
+	t.Cleanup(func() { // last: the controller releases what it holds first
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("the controller stopped with: %v", err)
+		}
+	})
 
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "flow-node"}}
 	createFixture(ctx, t, node)

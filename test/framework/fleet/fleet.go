@@ -36,9 +36,14 @@ type Options struct {
 	Nodes int
 	// Prefix names the nodes Prefix-00, Prefix-01, …
 	Prefix string
-	// Host is the simulated host of every node (version, releases, durations); BootIDFile
-	// and OnReboot are set by the fleet.
+	// Host is the simulated host of every node (version, releases, durations); BootIDFile,
+	// OnReboot and Clock are set by the fleet.
 	Host hostsim.Config
+	// Clock is the clock of the hosts, the agents and the agents' host API clients, one for
+	// all so that a client and its host agree on command timestamps (default: the real
+	// clock). The fleet's own pacing, the kubelet's part (mirroring reboots on Nodes,
+	// restarting a failed agent), runs on real time.
+	Clock clock.Clock
 	// Zones spread the nodes round-robin over topology.kubernetes.io/zone values.
 	Zones []string
 	// RefreshInterval is each agent's refresh interval.
@@ -92,6 +97,9 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, opts O
 	if err != nil {
 		return nil, fmt.Errorf("creating the fleet's client: %w", err)
 	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
 	f := &Fleet{opts: opts, config: cfg, scheme: scheme, client: c}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	names := make([]string, opts.Nodes)
@@ -113,7 +121,7 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, opts O
 		}
 		f.wg.Go(n.mirrorReboots)
 		hc := opts.Host
-		hc.BootIDFile = n.bootID
+		hc.BootIDFile, hc.Clock = n.bootID, opts.Clock
 		hc.OnReboot = func(ev hostsim.RebootEvent) {
 			select {
 			case n.reboots <- ev:
@@ -321,8 +329,8 @@ func (n *Node) runAgent(ctx context.Context, cfg *rest.Config, done chan struct{
 // agentOnce runs one instance of the node's agent until ctx ends or it fails.
 func (n *Node) agentOnce(ctx context.Context, cfg *rest.Config) error {
 	mgr, err := agent.NewManager(cfg, &agent.Agent{
-		NodeName: n.Name, BootIDFile: n.bootID, Clock: clock.RealClock{},
-		Host: hostapi.New(n.socket, hostapi.WithPollInterval(50*time.Millisecond),
+		NodeName: n.Name, BootIDFile: n.bootID, Clock: n.fleet.opts.Clock,
+		Host: hostapi.New(n.socket, hostapi.WithClock(n.fleet.opts.Clock), hostapi.WithPollInterval(50*time.Millisecond),
 			hostapi.WithLockBackoff(50*time.Millisecond, time.Second, 0)),
 		RefreshInterval: n.fleet.opts.RefreshInterval,
 		RetryInterval:   500 * time.Millisecond,

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 )
@@ -79,8 +81,10 @@ type Config struct {
 	// OnReboot, if set, is called (from the simulator's goroutine, without its
 	// lock held) when the host goes down and when it comes back.
 	OnReboot func(RebootEvent)
-	// Now is the clock for command timestamps (default time.Now).
-	Now func() time.Time
+	// Clock is the host's clock: command records are stamped with its time (a client
+	// comparing them with its own requests must use the same clock), and command, reboot
+	// and Slow durations elapse on it. Default: the real clock.
+	Clock clock.Clock
 }
 
 // RebootPhase says which side of a reboot an event reports.
@@ -143,9 +147,9 @@ type State struct {
 
 // Host is a simulated Bottlerocket host. Its methods are safe for concurrent use.
 type Host struct {
-	cfg Config
-	now func() time.Time
-	mux *http.ServeMux
+	cfg   Config
+	clock clock.Clock
+	mux   *http.ServeMux
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced at every state change
@@ -195,7 +199,7 @@ func New(cfg Config) *Host {
 	cfg.VersionLock = orDefault(cfg.VersionLock, hostapi.VersionLockLatest)
 	h := &Host{
 		cfg:     cfg,
-		now:     cfg.Now,
+		clock:   cfg.Clock,
 		changed: make(chan struct{}),
 		repo:    append([]Release(nil), cfg.Releases...),
 		txs:     map[string]map[string]any{},
@@ -217,8 +221,8 @@ func New(cfg Config) *Host {
 			"kubernetes": map[string]any{"cluster-name": "hostsim", "max-pods": float64(110)},
 		},
 	}
-	if h.now == nil {
-		h.now = time.Now
+	if h.clock == nil {
+		h.clock = clock.RealClock{}
 	}
 	h.parts[0] = h.image(cfg.Version)
 	h.bootLocked()
@@ -400,12 +404,22 @@ func (h *Host) emit(ev RebootEvent) {
 	}
 }
 
-// pause waits d; it reports false if the host closed or stop closed first.
+// pause waits d on the host's clock; it reports false if the host closed or stop closed first.
 func (h *Host) pause(d time.Duration, stop <-chan struct{}) bool {
-	t := time.NewTimer(d)
+	if d <= 0 { // no wait: a fake clock would hold even a zero timer until it is stepped
+		select {
+		case <-h.quit:
+			return false
+		case <-stop:
+			return false
+		default:
+			return true
+		}
+	}
+	t := h.clock.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-t.C:
+	case <-t.C():
 		return true
 	case <-h.quit:
 	case <-stop:
@@ -509,7 +523,7 @@ func (h *Host) startLocked(cmd hostapi.CommandType) int {
 }
 
 func (h *Host) finishLocked(cmd hostapi.CommandType, fail bool, stderr string) {
-	rec := &hostapi.Command{Type: cmd, Status: hostapi.CommandSuccess, Timestamp: h.now().UTC(), ExitStatus: new(int), Stderr: new(string)}
+	rec := &hostapi.Command{Type: cmd, Status: hostapi.CommandSuccess, Timestamp: h.clock.Now().UTC(), ExitStatus: new(int), Stderr: new(string)}
 	switch {
 	case fail:
 		*rec.ExitStatus, *rec.Stderr, rec.Status = 1, stderr, hostapi.CommandFailed

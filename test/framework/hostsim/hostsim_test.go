@@ -16,8 +16,27 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+	clocktesting "k8s.io/utils/clock/testing"
+
 	"github.com/bottlerocket-ops/update-operator/test/framework/hostsim"
 )
+
+// epoch is where the tests' fake clocks start.
+var epoch = time.Date(2025, 3, 30, 1, 30, 0, 0, time.UTC)
+
+// awaitTimers waits (in real time, bounded) until n timers wait on clk, so that a Step lands
+// after the waits it is meant to end have begun.
+func awaitTimers(t *testing.T, clk *clocktesting.FakeClock, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := wait.PollUntilContextCancel(ctx, time.Millisecond, true, func(context.Context) (bool, error) {
+		return clk.Waiters() >= n, nil
+	}); err != nil {
+		t.Fatalf("waiting for %d timers on the fake clock (%d): %v", n, clk.Waiters(), err)
+	}
+}
 
 type rawImage struct {
 	Arch, Version, Variant string
@@ -99,8 +118,8 @@ func (r *rawHost) try(method, path, body string) (int, []byte, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close() // read whole; the connection is not reused (DisableKeepAlives)
 	return resp.StatusCode, b, err
 }
 
@@ -268,7 +287,8 @@ func TestFailedRefreshFromAvailable(t *testing.T) {
 }
 
 func TestLockedWhileCommandRuns(t *testing.T) {
-	r := start(t, hostsim.Config{Version: "1.25.0", Releases: hostsim.Releases("1.26.0"), PrepareDuration: time.Hour})
+	clk := clocktesting.NewFakeClock(epoch)
+	r := start(t, hostsim.Config{Version: "1.25.0", Releases: hostsim.Releases("1.26.0"), PrepareDuration: time.Hour, Clock: clk})
 	r.command("refresh-updates")
 	if code, _ := r.do(http.MethodPost, "/actions/prepare-update", ""); code != http.StatusNoContent {
 		t.Fatalf("prepare = %d", code)
@@ -288,6 +308,40 @@ func TestLockedWhileCommandRuns(t *testing.T) {
 		if code, _ := r.do(http.MethodGet, path, ""); code != http.StatusOK {
 			t.Errorf("GET %s = %d while locked, want 200", path, code)
 		}
+	}
+
+	// The lock holds for PrepareDuration on the host's clock, not a moment less.
+	awaitTimers(t, clk, 1)
+	clk.Step(time.Hour - time.Nanosecond)
+	if code, _ := r.do(http.MethodGet, "/updates/status", ""); code != http.StatusLocked {
+		t.Fatalf("status %s into a one-hour prepare = %d, want 423", time.Hour-time.Nanosecond, code)
+	}
+	clk.Step(time.Nanosecond)
+	r.wait(idle)
+	s := r.mustStatus()
+	if m := s.MostRecentCommand; s.UpdateState != "Staged" || m.CmdType != "prepare" || m.Timestamp != epoch.Add(time.Hour).Format(time.RFC3339Nano) {
+		t.Fatalf("status %+v, command %+v, want Staged by a prepare stamped %s", s, m, epoch.Add(time.Hour))
+	}
+}
+
+func TestRebootTakesRebootDuration(t *testing.T) {
+	clk := clocktesting.NewFakeClock(epoch)
+	r := start(t, hostsim.Config{RebootResponse: hostsim.RebootRespond, RebootDuration: 30 * time.Second, Clock: clk})
+	if code, _ := r.do(http.MethodPost, "/actions/reboot", ""); code != http.StatusNoContent {
+		t.Fatalf("reboot = %d", code)
+	}
+	down := r.event(hostsim.RebootDown)
+	awaitTimers(t, clk, 1)
+	clk.Step(30*time.Second - time.Nanosecond)
+	if _, _, err := r.try(http.MethodGet, "/os", ""); err == nil || r.h.State().Up {
+		t.Fatalf("host answered %s into a %s reboot", 30*time.Second-time.Nanosecond, 30*time.Second)
+	}
+	clk.Step(time.Nanosecond)
+	if up := r.event(hostsim.RebootUp); up.Err != nil || up.BootID == down.BootID {
+		t.Fatalf("up event %+v after down %+v", up, down)
+	}
+	if code, _ := r.do(http.MethodGet, "/os", ""); code != http.StatusOK {
+		t.Fatalf("GET /os after the reboot = %d", code)
 	}
 }
 
@@ -456,7 +510,8 @@ func TestReferenceFixtures(t *testing.T) {
 		slices.Sort(ks)
 		return strings.Join(ks, ",")
 	}
-	r := start(t, hostsim.Config{Version: "1.25.0", Releases: hostsim.Releases("1.26.0")})
+	clk := clocktesting.NewFakeClock(epoch.Add(123456789 * time.Nanosecond))
+	r := start(t, hostsim.Config{Version: "1.25.0", Releases: hostsim.Releases("1.26.0"), Clock: clk})
 	r.command("refresh-updates")
 	_, simDoc := r.do(http.MethodGet, "/updates/status", "")
 	for _, p := range paths {
@@ -473,7 +528,7 @@ func TestReferenceFixtures(t *testing.T) {
 		}
 	}
 	ts := r.mustStatus().MostRecentCommand.Timestamp
-	if parsed, err := time.Parse(time.RFC3339Nano, ts); err != nil || !strings.HasSuffix(ts, "Z") || parsed.IsZero() {
-		t.Fatalf("timestamp %q: %v", ts, err)
+	if parsed, err := time.Parse(time.RFC3339Nano, ts); err != nil || !strings.HasSuffix(ts, "Z") || !parsed.Equal(clk.Now()) {
+		t.Fatalf("timestamp %q: %v, want the host clock's %s in UTC", ts, err, clk.Now())
 	}
 }

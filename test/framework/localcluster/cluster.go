@@ -284,12 +284,20 @@ func (c *Cluster) PIDs() map[string]int {
 // freePorts reserves n distinct free TCP ports on 127.0.0.1.
 func freePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)
+	// Every listener stays open until all n ports are found, so that they differ; each only
+	// reserved its port, so an error closing it changes nothing.
+	listeners := make([]net.Listener, 0, n)
+	defer func() {
+		for _, l := range listeners {
+			_ = l.Close()
+		}
+	}()
 	for range n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, fmt.Errorf("finding a free port: %w", err)
 		}
-		defer l.Close()
+		listeners = append(listeners, l)
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil

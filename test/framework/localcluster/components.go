@@ -117,7 +117,7 @@ func httpHealthy(url string) wait.ConditionWithContextFunc {
 		if err != nil {
 			return false, nil
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close() // only the status is read
 		return resp.StatusCode == http.StatusOK, nil
 	}
 }

@@ -2,6 +2,7 @@ package localcluster
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -66,13 +67,13 @@ func launch(name, logPath string, mode int, bin string, env, args []string) (*pr
 	// thread and end without unlocking it; nothing here does).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		logFile.Close()
+		_ = logFile.Close() // nothing was written; the start error is the one to report
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	p := &process{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
-		logFile.Close()
+		_ = logFile.Close() // the process wrote to it directly: nothing of ours is buffered
 		close(p.done)
 	}()
 	return p, nil
@@ -82,7 +83,11 @@ func launch(name, logPath string, mode int, bin string, env, args []string) (*pr
 func (p *process) exited() error {
 	select {
 	case <-p.done:
-		return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.name, p.err, p.log, tail(p.log, 20))
+		err := p.err
+		if err == nil {
+			err = errors.New("exit status 0")
+		}
+		return fmt.Errorf("%s exited (%w); last lines of %s:\n%s", p.name, err, p.log, tail(p.log, 20))
 	default:
 		return nil
 	}
@@ -142,13 +147,12 @@ type pidEntry struct {
 func (e pidEntry) String() string { return fmt.Sprintf("%s (pid %d)", e.name, e.pid) }
 
 func readPIDFile(dir string) ([]pidEntry, error) {
-	f, err := os.Open(filepath.Join(dir, pidFileName))
+	raw, err := os.ReadFile(filepath.Join(dir, pidFileName))
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var entries []pidEntry
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(bytes.NewReader(raw))
 	for sc.Scan() {
 		name, pidText, ok := strings.Cut(sc.Text(), " ")
 		if !ok {
