@@ -111,7 +111,7 @@ func owners(obj client.Object, path ...string) []string {
 	var out []string
 	for _, e := range obj.GetManagedFields() {
 		var fields map[string]any
-		Expect(json.Unmarshal(e.FieldsV1.Raw, &fields)).To(Succeed())
+		Expect(json.Unmarshal(e.FieldsV1.GetRawBytes(), &fields)).To(Succeed())
 		found := true
 		for _, p := range path {
 			next, ok := fields[p].(map[string]any)

@@ -156,13 +156,6 @@ func (r *RolloutReconciler) requeue(wake time.Time, poll bool) ctrl.Result {
 	return ctrl.Result{RequeueAfter: after}
 }
 
-func earliest(a, b time.Time) time.Time {
-	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
-		return b
-	}
-	return a
-}
-
 // preparePolicies adds the finalizer to live policies, acts on resume requests, and splits
 // off the policies being deleted.
 func (r *RolloutReconciler) preparePolicies(ctx context.Context, all []v1alpha1.UpdatePolicy, now time.Time) (active, deleting []v1alpha1.UpdatePolicy, err error) {

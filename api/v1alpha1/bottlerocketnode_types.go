@@ -210,7 +210,7 @@ type BottlerocketNodeStatus struct {
 	// +listType=set
 	// +optional
 	EvictedPDBs []string `json:"evictedPDBs,omitempty"`
-	// conditions of the node's update: Healthy while it stabilizes.
+	// conditions of the node's update: Healthy in the Stabilizing phase.
 	// +listType=map
 	// +listMapKey=type
 	// +kubebuilder:validation:MaxItems=8

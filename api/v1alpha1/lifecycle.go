@@ -237,7 +237,7 @@ const (
 
 // Condition types of a BottlerocketNode.
 const (
-	// ConditionHealthy is set while a node stabilizes: True while the node and its workloads
+	// ConditionHealthy is set in the Stabilizing phase: True while the node and its workloads
 	// pass the health checks (reason Stabilizing), False with the check's reason and message
 	// otherwise. It is for people; the stableFor timer is status.healthySince.
 	ConditionHealthy = "Healthy"

@@ -179,7 +179,7 @@ func (d *NodeDecision) ApplyTo(brn *v1alpha1.BottlerocketNode, now time.Time) {
 	}
 }
 
-// conditions returns the node's conditions for the decision: Healthy while it stabilizes,
+// conditions returns the node's conditions for the decision: Healthy in the Stabilizing phase,
 // none otherwise.
 func (d *NodeDecision) conditions(current []metav1.Condition, now time.Time) []metav1.Condition {
 	if d.Phase != v1alpha1.PhaseStabilizing {
