@@ -124,7 +124,7 @@ func runAgent(o options) error {
 	}
 	clk := clock.RealClock{} // the agent and its host API client read the same clock
 	mgr, err := agent.NewManager(ctrl.GetConfigOrDie(), &agent.Agent{
-		Host:            hostapi.New(o.apiSocket, hostapi.WithClock(clk)),
+		Host:            hostapi.New(o.apiSocket, clk),
 		NodeName:        o.nodeName,
 		BootIDFile:      o.bootIDFile,
 		Clock:           clk,

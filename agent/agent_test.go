@@ -6,6 +6,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -138,7 +139,7 @@ var _ = Describe("Stage", func() {
 		cfg := fleetHost()
 		cfg.RefreshDuration = 20 * time.Millisecond
 		n := newNode(cfg)
-		other := hostapi.New(n.socket, hostapi.WithPollInterval(2*time.Millisecond),
+		other := hostapi.New(n.socket, clock.RealClock{}, hostapi.WithPollInterval(2*time.Millisecond),
 			hostapi.WithLockBackoff(time.Millisecond, 5*time.Millisecond, 1000))
 		stormCtx, stopStorm := context.WithCancel(ctx)
 		defer stopStorm()
@@ -288,7 +289,7 @@ var _ = Describe("None", func() {
 		n.startAgent(hour)
 		n.intend(v1alpha1.ActionStage, "1.26.0")
 		Expect(n.lastAction(v1alpha1.ActionStage).Result).To(Equal(v1alpha1.ActionSucceeded))
-		Expect(hostapi.New(n.socket).Activate(ctx)).To(Succeed())
+		Expect(hostapi.New(n.socket, clock.RealClock{}).Activate(ctx)).To(Succeed())
 		n.intend(v1alpha1.ActionNone, "")
 		Expect(n.host.WaitFor(ctx, func(s hostsim.State) bool { return s.UpdateState == hostapi.StateStaged })).To(Succeed())
 		Expect(n.host.State().Boots).To(Equal(1))
@@ -321,7 +322,7 @@ func agentWrites(name string) int {
 var _ = Describe("Setup", func() {
 	It("refuses an agent without a clock", func() {
 		_, err := agent.NewManager(env.Config, &agent.Agent{
-			Host: hostapi.New("/nonexistent/api.sock"), NodeName: "node-without-clock", BootIDFile: "/nonexistent/boot_id",
+			Host: hostapi.New("/nonexistent/api.sock", clock.RealClock{}), NodeName: "node-without-clock", BootIDFile: "/nonexistent/boot_id",
 		}, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
 		Expect(err).To(MatchError(ContainSubstring("needs a Clock")))
 	})

@@ -102,7 +102,7 @@ func (c *countingHost) Reboot(ctx context.Context) error {
 // startAgent starts the node's agent with its own manager and a cache restricted to its
 // BottlerocketNode, as in production.
 func (n *node) startAgent(refresh time.Duration) {
-	n.calls = &countingHost{Host: hostapi.New(n.socket,
+	n.calls = &countingHost{Host: hostapi.New(n.socket, clock.RealClock{},
 		hostapi.WithPollInterval(5*time.Millisecond),
 		hostapi.WithLockBackoff(5*time.Millisecond, 50*time.Millisecond, 200),
 		hostapi.WithHTTPTimeout(2*time.Second))}

@@ -43,7 +43,7 @@ func startHost(node string) *hostsim.Host {
 
 	mgr, err := agent.NewManager(env.Config, &agent.Agent{
 		NodeName: node, BootIDFile: bootID, Clock: clock.RealClock{},
-		Host: hostapi.New(socket, hostapi.WithPollInterval(5*time.Millisecond),
+		Host: hostapi.New(socket, clock.RealClock{}, hostapi.WithPollInterval(5*time.Millisecond),
 			hostapi.WithLockBackoff(5*time.Millisecond, 50*time.Millisecond, 200), hostapi.WithHTTPTimeout(2*time.Second)),
 		RefreshInterval: time.Hour, RetryInterval: 20 * time.Millisecond,
 	}, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}})

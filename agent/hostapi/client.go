@@ -51,17 +51,13 @@ func WithLockBackoff(initial, max time.Duration, attempts int) Option {
 	return func(c *Client) { c.backoff = backoff{initial: initial, max: max, attempts: attempts} }
 }
 
-// WithClock sets the client's clock: it stamps each request with the clock's time, to
-// decide whether a command record is newer than the request (so it must agree with the
-// host's clock), and it waits between polls and between 423 retries on it. The default is
-// the real clock, for callers that build a client without one; the agent's process passes
-// the clock it gives the agent. Only the HTTP timeout (WithHTTPTimeout) is measured by
-// net/http on the real clock.
-func WithClock(c clock.Clock) Option { return func(cl *Client) { cl.clock = c } }
-
 // New returns a client for the host API served on socketPath (normally
-// DefaultSocketPath).
-func New(socketPath string, opts ...Option) *Client {
+// DefaultSocketPath). clk stamps each request with its time, to decide whether a command
+// record is newer than the request (so it must agree with the host's clock), and the client
+// waits between polls and between 423 retries on it; the agent's process passes the clock it
+// gives the agent. Only the HTTP timeout (WithHTTPTimeout) is measured by net/http on the
+// real clock.
+func New(socketPath string, clk clock.Clock, opts ...Option) *Client {
 	var d net.Dialer
 	c := &Client{
 		http: &http.Client{
@@ -78,12 +74,10 @@ func New(socketPath string, opts ...Option) *Client {
 		},
 		pollInterval: 500 * time.Millisecond,
 		backoff:      backoff{initial: 250 * time.Millisecond, max: 10 * time.Second},
+		clock:        clk,
 	}
 	for _, o := range opts {
 		o(c)
-	}
-	if c.clock == nil {
-		c.clock = clock.RealClock{}
 	}
 	return c
 }

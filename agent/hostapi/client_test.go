@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
@@ -26,8 +27,14 @@ type env struct {
 }
 
 // newEnv starts a simulated host (short durations, unless it runs on a fake clock) and a fast
-// client for it.
+// client for it on the real clock.
 func newEnv(t *testing.T, cfg hostsim.Config, opts ...hostapi.Option) *env {
+	t.Helper()
+	return newEnvOn(t, cfg, clock.RealClock{}, opts...)
+}
+
+// newEnvOn is newEnv with the client on clk.
+func newEnvOn(t *testing.T, cfg hostsim.Config, clk clock.Clock, opts ...hostapi.Option) *env {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "hs") // short: Unix socket paths are limited to 108 bytes
 	if err != nil {
@@ -49,7 +56,7 @@ func newEnv(t *testing.T, cfg hostsim.Config, opts ...hostapi.Option) *env {
 		e.h.Close()
 		_ = os.RemoveAll(dir)
 	})
-	e.c = hostapi.New(e.sock, append([]hostapi.Option{
+	e.c = hostapi.New(e.sock, clk, append([]hostapi.Option{
 		hostapi.WithPollInterval(time.Millisecond),
 		hostapi.WithLockBackoff(time.Millisecond, 10*time.Millisecond, 0),
 		hostapi.WithHTTPTimeout(5 * time.Second),
@@ -343,8 +350,8 @@ func drive[T any](clk *clocktesting.FakeClock, step time.Duration, done <-chan T
 // the host's record of it, stamped by the same clock, for the answer to its request.
 func TestAwaitsOnTheClock(t *testing.T) {
 	clk := clocktesting.NewFakeClock(epoch)
-	e := newEnv(t, hostsim.Config{Version: "1.25.0", Releases: hostsim.Releases("1.26.0"), PrepareDuration: 10 * time.Second, Clock: clk},
-		hostapi.WithClock(clk), hostapi.WithPollInterval(time.Second))
+	e := newEnvOn(t, hostsim.Config{Version: "1.25.0", Releases: hostsim.Releases("1.26.0"), PrepareDuration: 10 * time.Second, Clock: clk},
+		clk, hostapi.WithPollInterval(time.Second))
 	c := ctx(t)
 	must(t, drive(clk, time.Second, async(func() error { return e.c.Refresh(c) })))
 	start := clk.Now()
@@ -369,12 +376,12 @@ func TestAwaitsOnTheClock(t *testing.T) {
 // release of the lock is seen at the retry that follows it.
 func TestLockBackoffOnTheClock(t *testing.T) {
 	hostClock, clientClock := clocktesting.NewFakeClock(epoch), clocktesting.NewFakeClock(epoch)
-	e := newEnv(t, hostsim.Config{Version: "1.25.0", Releases: hostsim.Releases("1.26.0"), PrepareDuration: time.Hour, Clock: hostClock},
-		hostapi.WithClock(clientClock), hostapi.WithLockBackoff(time.Second, 4*time.Second, 0))
+	e := newEnvOn(t, hostsim.Config{Version: "1.25.0", Releases: hostsim.Releases("1.26.0"), PrepareDuration: time.Hour, Clock: hostClock},
+		clientClock, hostapi.WithLockBackoff(time.Second, 4*time.Second, 0))
 	c := ctx(t)
 	must(t, drive(clientClock, time.Second, async(func() error { return e.c.Refresh(c) })))
-	other := hostapi.New(e.sock, hostapi.WithClock(hostClock)) // another caller, on the host's clock
-	go func() { _ = other.Prepare(c) }()                       // holds the lock for an hour
+	other := hostapi.New(e.sock, hostClock) // another caller, on the host's clock
+	go func() { _ = other.Prepare(c) }()    // holds the lock for an hour
 	must(t, e.h.WaitFor(c, func(s hostsim.State) bool { return s.Busy }))
 
 	type result struct {
@@ -404,7 +411,7 @@ func TestLockBackoffOnTheClock(t *testing.T) {
 }
 
 func TestUnreachableHost(t *testing.T) {
-	cl := hostapi.New("/nonexistent/api.sock", hostapi.WithLockBackoff(time.Millisecond, time.Millisecond, 0))
+	cl := hostapi.New("/nonexistent/api.sock", clock.RealClock{}, hostapi.WithLockBackoff(time.Millisecond, time.Millisecond, 0))
 	c := ctx(t)
 	for name, err := range map[string]error{"reboot": cl.Reboot(c), "refresh": cl.Refresh(c), "settings": cl.SetUpdateSettings(c, "latest", false)} {
 		if !errors.Is(err, hostapi.ErrUnavailable) {

@@ -330,7 +330,7 @@ func (n *Node) runAgent(ctx context.Context, cfg *rest.Config, done chan struct{
 func (n *Node) agentOnce(ctx context.Context, cfg *rest.Config) error {
 	mgr, err := agent.NewManager(cfg, &agent.Agent{
 		NodeName: n.Name, BootIDFile: n.bootID, Clock: n.fleet.opts.Clock,
-		Host: hostapi.New(n.socket, hostapi.WithClock(n.fleet.opts.Clock), hostapi.WithPollInterval(50*time.Millisecond),
+		Host: hostapi.New(n.socket, n.fleet.opts.Clock, hostapi.WithPollInterval(50*time.Millisecond),
 			hostapi.WithLockBackoff(50*time.Millisecond, time.Second, 0)),
 		RefreshInterval: n.fleet.opts.RefreshInterval,
 		RetryInterval:   500 * time.Millisecond,

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
@@ -75,7 +76,7 @@ func TestRebootEndsWhileAPIServerDown(t *testing.T) {
 	}
 
 	n.Host.HangReboot()
-	if err := hostapi.New(n.socket).Reboot(ctx); err != nil {
+	if err := hostapi.New(n.socket, clock.RealClock{}).Reboot(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
