@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -233,28 +234,36 @@ func (in *Install) RunController(ctx context.Context, o controllers.Options, opt
 	o.OperatorNamespace = Namespace
 	opts.LeaderElection, opts.LeaderElectionID, opts.LeaderElectionNamespace = true, controllers.LeaderElectionID, Namespace
 	opts.LeaseDuration, opts.RenewDeadline, opts.RetryPeriod = ptr.To(leaseDuration), ptr.To(renewDeadline), ptr.To(retryPeriod)
-	// Every replica registers the same controllers in this one process.
-	opts.Controller.SkipNameValidation = ptr.To(true)
-	logger := ctrl.Log.WithName("deploy")
+	opts.Controller.SkipNameValidation = ptr.To(true) // every replica registers the same controllers here
+	return KeepRunning(ctx, ctrl.Log.WithName("deploy"), func() (ctrl.Manager, error) {
+		return controllers.NewManager(cfg, o, opts)
+	}), nil
+}
+
+// KeepRunning runs the controller's manager that newManager builds until ctx ends, building
+// and starting it again a second after it exits, as a Deployment's pod is restarted. Every
+// start registers the same controllers in this one process, so newManager's options must
+// skip controller-runtime's name validation. The channel is closed once it is gone.
+func KeepRunning(ctx context.Context, logger logr.Logger, newManager func() (ctrl.Manager, error)) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for ctx.Err() == nil {
-			mgr, err := controllers.NewManager(cfg, o, opts)
+			mgr, err := newManager()
 			if err == nil {
 				err = mgr.Start(ctx)
 			}
 			if ctx.Err() != nil {
 				return
 			}
-			logger.Info("Controller exited; starting it again", "error", err, "after", restartDelay)
+			logger.Error(err, "Controller exited; starting it again", "after", restartDelay)
 			select {
 			case <-ctx.Done():
 			case <-time.After(restartDelay):
 			}
 		}
 	}()
-	return done, nil
+	return done
 }
 
 // AgentWrites reads an API server audit log for the requests made under the agents' identity:

@@ -4,18 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/bottlerocket-ops/update-operator/controllers"
+	"github.com/bottlerocket-ops/update-operator/test/framework/deploy"
 )
-
-// restartDelay is how long a controller that exited waits before it starts again (with Light;
-// on a local cluster the install's replica does the same).
-const restartDelay = time.Second
 
 // StartController starts a replica of the controller: on a local cluster as the installed
 // Deployment's replica would (its service account, leader election on short leases, started
@@ -61,26 +57,8 @@ func (s *Stack) StopController() {
 // runAdminController runs the controller as the admin until ctx ends, started again whenever
 // it exits; the channel is closed once it is gone.
 func (s *Stack) runAdminController(ctx context.Context, opts ctrl.Options) <-chan struct{} {
-	// Every start registers the same controllers in this one process.
-	opts.Controller.SkipNameValidation = ptr.To(true)
-	logger := s.log.WithName("controller")
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ctx.Err() == nil {
-			mgr, err := controllers.NewManager(s.Config, s.opts.Controller, opts)
-			if err == nil {
-				err = mgr.Start(ctx)
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			logger.Error(err, "Controller exited; starting it again", "after", restartDelay)
-			select {
-			case <-ctx.Done():
-			case <-time.After(restartDelay):
-			}
-		}
-	}()
-	return done
+	opts.Controller.SkipNameValidation = ptr.To(true) // every start registers the same controllers here
+	return deploy.KeepRunning(ctx, s.log.WithName("controller"), func() (ctrl.Manager, error) {
+		return controllers.NewManager(s.Config, s.opts.Controller, opts)
+	})
 }
