@@ -301,6 +301,17 @@ func unavailable(n Node) bool {
 	return kubeutil.NodeUnavailable(n.Node) || (n.BRN != nil && n.BRN.Status.Phase.Unavailable())
 }
 
+// pausing reports whether node n's slot pauses at now: it became Updated, after a disruption,
+// at or before now and less than pause ago. A node Updated after now (the observation is later
+// than the instant judged) was still holding its slot then, not pausing it.
+func pausing(n Node, now time.Time, pause time.Duration) bool {
+	if n.BRN == nil || n.BRN.Status.Phase != v1alpha1.PhaseUpdated || n.BRN.Status.UpdatedTime == nil {
+		return false
+	}
+	at := n.BRN.Status.UpdatedTime.Time
+	return !at.After(now) && now.Before(at.Add(pause))
+}
+
 // checkDrain checks a node that entered Draining: a window of its wave is open, and the
 // budgets (total with the pause after each Updated node, per zone, per wave) hold.
 func (f *fleet) checkDrain(p, i int) []Violation {
@@ -324,8 +335,7 @@ func (f *fleet) checkDrain(p, i int) []Violation {
 			used++
 			zoneUsed += b2i(inZone)
 			waveUsed += b2i(inWave)
-		} else if n.BRN != nil && n.BRN.Status.Phase == v1alpha1.PhaseUpdated && n.BRN.Status.UpdatedTime != nil &&
-			f.Now.Before(n.BRN.Status.UpdatedTime.Add(pause)) {
+		} else if pausing(n, f.Now, pause) {
 			cooling++
 		}
 	})

@@ -73,6 +73,13 @@ func TestCheckerCatchesPlantedViolations(t *testing.T) {
 			st.Phase, st.Agent.CurrentVersion, st.UpdatedTime = v1alpha1.PhaseUpdated, "1.21.0", &metav1.Time{Time: now.Add(-time.Minute)}
 			drain(*a, 0)
 		}, RuleBudget},
+		{"a node updated after the drain started held no pausing slot then (no pause)", func(b, a *Snapshot) {
+			// The watcher judges a drain at its phaseStartTime from a later observation, in which
+			// a node that was still holding its slot then has become Updated since.
+			st := &a.Nodes[1].BRN.Status
+			st.Phase, st.Agent.CurrentVersion, st.UpdatedTime = v1alpha1.PhaseUpdated, "1.21.0", &metav1.Time{Time: now.Add(time.Second)}
+			drain(*a, 0)
+		}, ""},
 		{"zone limit", func(_, a *Snapshot) {
 			two, one := intstr.FromInt32(2), intstr.FromInt32(1)
 			a.Policies[0].Spec.MaxUnavailable, a.Policies[0].Spec.MaxUnavailablePerZone = &two, &one
