@@ -105,45 +105,6 @@ func (pp *policyPass) freezeActions(classes []nodeClass, out []NodeDecision) {
 	}
 }
 
-// resolveTarget returns the rollout's target: a pinned version, or for "latest" the carried
-// target until its rollout ends, then the newest version offered to the governed hosts.
-func (pp *policyPass) resolveTarget() string {
-	if v := pp.spec.Version; v != "" && v != v1alpha1.VersionLatest {
-		return v
-	}
-	carried := pp.policy.Status.TargetVersion
-	if carried != "" && !pp.rolloutDone(carried) {
-		return carried
-	}
-	newest := carried
-	for _, i := range pp.members {
-		if a := pp.agent(i); a != nil {
-			for _, v := range a.AvailableVersions {
-				if newest == "" || v1alpha1.CompareVersions(v, newest) > 0 {
-					newest = v
-				}
-			}
-		}
-	}
-	return newest
-}
-
-// rolloutDone reports whether every governed node runs target or failed for it.
-func (pp *policyPass) rolloutDone(target string) bool {
-	for _, i := range pp.members {
-		brn := pp.in.Nodes[i].BRN
-		a := pp.agent(i)
-		switch {
-		case a == nil:
-			return false
-		case brn.Status.Phase == v1alpha1.PhaseFailed && brn.Status.FailedTarget == target:
-		case a.CurrentVersion != target || brn.Status.Phase.InFlight():
-			return false
-		}
-	}
-	return true
-}
-
 // agent returns a node's agent report, nil when there is none yet.
 func (pp *policyPass) agent(i int) *v1alpha1.AgentStatus {
 	return pp.views[i].agent
