@@ -8,6 +8,17 @@ import (
 // VersionLatest asks for the newest version the governed hosts are offered.
 const VersionLatest = "latest"
 
+// TargetSource says where a rollout's target came from.
+// +kubebuilder:validation:Enum=Latest;Pin
+type TargetSource string
+
+const (
+	// TargetSourceLatest: spec.version "latest" resolved the target.
+	TargetSourceLatest TargetSource = "Latest"
+	// TargetSourcePin: spec.version named the target.
+	TargetSourcePin TargetSource = "Pin"
+)
+
 // DrainTimeoutAction is what happens when a drain outlasts drain.timeout.
 // +kubebuilder:validation:Enum=Abort;Force
 type DrainTimeoutAction string
@@ -311,6 +322,13 @@ type UpdatePolicyStatus struct {
 	// +kubebuilder:validation:MaxLength=32
 	// +optional
 	TargetVersion string `json:"targetVersion,omitempty"`
+
+	// targetSource says where targetVersion came from: Pin (spec.version named it) or Latest
+	// (spec.version "latest" resolved it). A target carried from a pin is not kept once
+	// spec.version is "latest" again: "latest" resolves afresh. Unset (a status written
+	// before this field existed) reads as Latest.
+	// +optional
+	TargetSource TargetSource `json:"targetSource,omitempty"`
 
 	// rolloutStartTime is when the rollout to targetVersion started.
 	// +optional

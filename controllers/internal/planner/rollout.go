@@ -23,6 +23,7 @@ type policyPass struct {
 
 	members []int // indices into Input.Nodes
 	target  string
+	source  v1alpha1.TargetSource // where target came from
 	waves   []waveState
 	waveOf  []int // wave index of each member, parallel to members
 
@@ -70,7 +71,7 @@ func newPolicyPass(in *Input, views []nodeView, p *v1alpha1.UpdatePolicy) *polic
 
 // plan decides every governed node and fills the report.
 func (pp *policyPass) plan(out []NodeDecision) {
-	pp.target = pp.resolveTarget()
+	pp.target, pp.source = pp.resolveTarget()
 	pp.parseWindows()
 	pp.assignWaves()
 	classes := make([]nodeClass, len(pp.members))

@@ -605,9 +605,9 @@ func TestDecisionApply(t *testing.T) {
 		t.Error("phaseStartTime moved without a phase change")
 	}
 	var status v1alpha1.UpdatePolicyStatus
-	r := PolicyReport{TargetVersion: "1.21.0", RolloutStartTime: t0, Progress: "1/2", MaxUnavailable: v1alpha1.Unlimited}
+	r := PolicyReport{TargetVersion: "1.21.0", TargetSource: v1alpha1.TargetSourcePin, RolloutStartTime: t0, Progress: "1/2", MaxUnavailable: v1alpha1.Unlimited}
 	r.ApplyTo(&status)
-	if status.TargetVersion != "1.21.0" || status.RolloutStartTime == nil || status.NextMaintenanceWindow != nil || status.MaxUnavailable != 1<<31-1 {
+	if status.TargetVersion != "1.21.0" || status.TargetSource != v1alpha1.TargetSourcePin || status.RolloutStartTime == nil || status.NextMaintenanceWindow != nil || status.MaxUnavailable != 1<<31-1 {
 		t.Errorf("status %+v", status)
 	}
 }
@@ -663,5 +663,43 @@ func TestSoakFollowsNodesFoundOnTarget(t *testing.T) {
 	fleet.Now = t0.Add(2 * time.Minute)
 	if d := Compute(fleet).Nodes[1]; d.Phase != v1alpha1.PhaseStaged || d.Reason != v1alpha1.ReasonSoaking {
 		t.Errorf("b: %s/%s (%s), want Staged/Soaking: the canary wave soaks for an hour", d.Phase, d.Reason, d.Message)
+	}
+}
+
+// TestPinBackToLatest checks that a target carried from a pin does not outlive the pin: a
+// policy pinned to 1.21.0 with half its nodes done, switched back to "latest" with 1.22.0
+// offered everywhere, moves its pending nodes to 1.22.0, not to the old pin first.
+func TestPinBackToLatest(t *testing.T) {
+	const pin, next = "1.21.0", "1.22.0"
+	pinned := withSpec(maxUnavailable("2"), func(s *v1alpha1.UpdatePolicySpec) { s.Version = pin })
+	x := in(one(pinned),
+		updated(host("a", "a", pin, next, pin), pin, t0.Add(-time.Hour)),
+		updated(host("b", "a", pin, next, pin), pin, t0.Add(-time.Hour)),
+		host("c", "a", "1.20.0", next, pin, "1.20.0"),
+		host("d", "a", "1.20.0", next, pin, "1.20.0"))
+	x.Policies[0].Status.TargetVersion = "" // no rollout resolved yet
+	r := Compute(x).Policies["p"]
+	r.ApplyTo(&x.Policies[0].Status) // as the controller writes it
+	if x.Policies[0].Status.TargetVersion != pin || x.Policies[0].Status.TargetSource != v1alpha1.TargetSourcePin {
+		t.Fatalf("pinned target %q", x.Policies[0].Status.TargetVersion)
+	}
+
+	x.Policies[0].Spec.Version = v1alpha1.VersionLatest
+	x.Now = t0.Add(time.Minute)
+	plan := Compute(x)
+	if got := plan.Policies["p"].TargetVersion; got != next {
+		t.Errorf("target after switching back to latest %q, want %s", got, next)
+	}
+	got := decisionsByName(plan)
+	for _, name := range []string{"c", "d"} { // pending: their next step is toward 1.22.0
+		if d := got[name]; d.TargetVersion != next || d.RolloutTarget != next {
+			t.Errorf("%s: %s for %q (%s), want the rollout to %s", name, d.Phase, d.TargetVersion, d.Message, next)
+		}
+	}
+	if d := got["a"]; d.Phase != v1alpha1.PhaseStaging || d.TargetVersion != next {
+		t.Errorf("a: %s for %q, want Staging for %s", d.Phase, d.TargetVersion, next)
+	}
+	if src := plan.Policies["p"].TargetSource; src != v1alpha1.TargetSourceLatest {
+		t.Errorf("target source %q", src)
 	}
 }

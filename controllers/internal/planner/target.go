@@ -6,22 +6,29 @@ import (
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 )
 
-// resolveTarget returns the rollout's target: a pinned version, or for "latest" the carried
-// target while its rollout can progress, else the newest release a quorum of the governed
-// hosts is offered if it is newer than the carried target ("latest" never goes back).
-func (pp *policyPass) resolveTarget() string {
+// resolveTarget returns the rollout's target and where it came from: a pinned version, or
+// for "latest" the target carried from "latest" while its rollout can progress, else the
+// newest release a quorum of the governed hosts is offered if it is newer than that carried
+// target ("latest" never goes back). A target carried from a pin is not a "latest" rollout's:
+// switching back to "latest" resolves afresh.
+func (pp *policyPass) resolveTarget() (string, v1alpha1.TargetSource) {
 	if v := pp.spec.Version; v != "" && v != v1alpha1.VersionLatest {
-		return v
+		return v, v1alpha1.TargetSourcePin
 	}
 	carried := pp.policy.Status.TargetVersion
-	if carried != "" && pp.canProgress(carried) {
-		return carried
+	if pp.policy.Status.TargetSource == v1alpha1.TargetSourcePin {
+		carried = ""
 	}
-	newest := pp.quorumRelease()
-	if carried != "" && v1alpha1.CompareVersions(newest, carried) <= 0 {
-		return carried
+	target := carried
+	if carried == "" || !pp.canProgress(carried) {
+		if newest := pp.quorumRelease(); carried == "" || v1alpha1.CompareVersions(newest, carried) > 0 {
+			target = newest
+		}
 	}
-	return newest
+	if target == "" {
+		return "", ""
+	}
+	return target, v1alpha1.TargetSourceLatest
 }
 
 // canProgress reports whether the rollout to target can still move: a governed node is in
