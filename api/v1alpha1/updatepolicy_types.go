@@ -8,6 +8,17 @@ import (
 // VersionLatest asks for the newest version the governed hosts are offered.
 const VersionLatest = "latest"
 
+// TargetSource says where a rollout's target came from.
+// +kubebuilder:validation:Enum=Latest;Pin
+type TargetSource string
+
+const (
+	// TargetSourceLatest: spec.version "latest" resolved the target.
+	TargetSourceLatest TargetSource = "Latest"
+	// TargetSourcePin: spec.version named the target.
+	TargetSourcePin TargetSource = "Pin"
+)
+
 // DrainTimeoutAction is what happens when a drain outlasts drain.timeout.
 // +kubebuilder:validation:Enum=Abort;Force
 type DrainTimeoutAction string
@@ -29,9 +40,15 @@ type UpdatePolicySpec struct {
 	// +optional
 	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
 
-	// version is the Bottlerocket version to run: "latest" (the newest version the hosts are
-	// offered, resolved once per rollout) or a version such as "1.26.1". A version below the
-	// one running rolls the nodes back.
+	// version is the Bottlerocket version to run: "latest" or a version such as "1.26.1". A
+	// version below the one running rolls the nodes back.
+	//
+	// "latest" resolves to the newest release (three dotted numbers; no pre-release or
+	// malformed version) that more than half of the governed hosts whose agent reports are
+	// offered or run, so that no single host's report sets the fleet's target. It is kept
+	// while its rollout can progress; once it cannot (it ended, or no node left is offered it
+	// and none is in flight for it, e.g. it was withdrawn), a newer release so resolved starts
+	// the next rollout. "latest" never resolves below the target it carries.
 	// +kubebuilder:default=latest
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self == 'latest' || self.matches('^[0-9]+\\\\.[0-9]+\\\\.[0-9]+$')",message="version must be 'latest' or a Bottlerocket version such as 1.26.1"
@@ -300,10 +317,18 @@ type UpdatePolicyStatus struct {
 	// +optional
 	Phase RolloutPhase `json:"phase,omitempty"`
 
-	// targetVersion is the rollout's resolved target; "latest" resolves once per rollout.
+	// targetVersion is the rollout's resolved target; "latest" keeps it while the rollout
+	// can progress (see spec.version).
 	// +kubebuilder:validation:MaxLength=32
 	// +optional
 	TargetVersion string `json:"targetVersion,omitempty"`
+
+	// targetSource says where targetVersion came from: Pin (spec.version named it) or Latest
+	// (spec.version "latest" resolved it). A target carried from a pin is not kept once
+	// spec.version is "latest" again: "latest" resolves afresh. Unset (a status written
+	// before this field existed) reads as Latest.
+	// +optional
+	TargetSource TargetSource `json:"targetSource,omitempty"`
 
 	// rolloutStartTime is when the rollout to targetVersion started.
 	// +optional

@@ -37,10 +37,16 @@ func admit(kind, specYAML string) error {
 
 // admitStatus creates a BottlerocketNode, then writes status through the status subresource.
 func admitStatus(statusYAML string) error {
+	return admitStatusOf("BottlerocketNode", statusYAML)
+}
+
+// admitStatusOf creates an object of kind with an empty spec, then writes status through the
+// status subresource.
+func admitStatusOf(kind, statusYAML string) error {
 	ctx := context.Background()
 	obj := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "updates.bottlerocket.aws/v1alpha1",
-		"kind":       "BottlerocketNode",
+		"kind":       kind,
 		"metadata":   map[string]any{"name": "s-" + rand.String(8)},
 	}}
 	Expect(env.Client.Create(ctx, obj)).To(Succeed())
@@ -157,6 +163,13 @@ var _ = Describe("Admission refuses bad input with a message a user can act on",
 		Entry("an unknown phase", `{phase: Upgrading}`, `supported values: "Idle"`, `{phase: Draining}`),
 		Entry("an unknown host state", `{agent: {updateState: Downloading}}`, `supported values: "Idle"`, `{agent: {updateState: Staged}}`),
 	)
+
+	It("refuses an UpdatePolicy target source that is neither Latest nor Pin", func() {
+		err := admitStatusOf("UpdatePolicy", `{targetVersion: 1.26.1, targetSource: Pinned}`)
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(ContainSubstring(`supported values: "Latest", "Pin"`))
+		Expect(admitStatusOf("UpdatePolicy", `{targetVersion: 1.26.1, targetSource: Pin}`)).To(Succeed())
+	})
 })
 
 var _ = Describe("Samples", func() {

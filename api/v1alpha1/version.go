@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"regexp"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/version"
@@ -44,4 +45,22 @@ func CompareVersions(a, b string) int {
 		return 1
 	}
 	return 0
+}
+
+// releaseVersion is the form of a BottlerocketNode's spec.targetVersion (and of a pinned
+// spec.version): three dotted numbers.
+var releaseVersion = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+$`)
+
+// maxVersionLength is the longest version the API's version fields accept.
+const maxVersionLength = 32
+
+// IsReleaseVersion reports whether s is a release a rollout may target: three dotted numbers
+// that ParseVersion reads (no leading zeros), short enough for spec.targetVersion. A
+// pre-release, a build, a leading "v" or a malformed version is never a target of "latest".
+func IsReleaseVersion(s string) bool {
+	if len(s) > maxVersionLength || !releaseVersion.MatchString(s) {
+		return false
+	}
+	_, err := ParseVersion(s)
+	return err == nil
 }

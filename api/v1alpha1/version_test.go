@@ -34,3 +34,16 @@ func TestCompareVersions(t *testing.T) {
 		}
 	}
 }
+
+func TestIsReleaseVersion(t *testing.T) {
+	for s, want := range map[string]bool{
+		"1.26.1": true, "0.0.0": true, "10.200.3000": true,
+		"v1.26.1": false, "1.26": false, "1.26.1-rc1": false, "1.26.1+build": false,
+		"1.26.01": false, "1.26.1a5": false, "": false, "latest": false,
+		"1.2.123456789012345678901234567890": false, // longer than spec.targetVersion allows
+	} {
+		if got := IsReleaseVersion(s); got != want {
+			t.Errorf("IsReleaseVersion(%q) = %v, want %v", s, got, want)
+		}
+	}
+}

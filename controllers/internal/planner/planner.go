@@ -199,6 +199,8 @@ func (d *NodeDecision) conditions(current []metav1.Condition, now time.Time) []m
 type PolicyReport struct {
 	// TargetVersion is the rollout's resolved target ("" when none can be resolved yet).
 	TargetVersion string
+	// TargetSource says whether a pin or "latest" gave TargetVersion ("" with no target).
+	TargetSource v1alpha1.TargetSource
 	// RolloutStartTime is when the rollout to TargetVersion started.
 	RolloutStartTime time.Time
 	// Phase summarises the rollout.
@@ -236,7 +238,7 @@ type PolicyReport struct {
 // ApplyTo writes the report into the status fields it determines; conditions,
 // observedGeneration and resumeTime are left to the caller.
 func (r *PolicyReport) ApplyTo(st *v1alpha1.UpdatePolicyStatus) {
-	st.TargetVersion = r.TargetVersion
+	st.TargetVersion, st.TargetSource = r.TargetVersion, r.TargetSource
 	st.RolloutStartTime = optionalTime(r.RolloutStartTime)
 	st.Phase = r.Phase
 	st.Progress = r.Progress

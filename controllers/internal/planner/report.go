@@ -13,7 +13,7 @@ import (
 // buildReport fills the policy report from the decisions.
 func (pp *policyPass) buildReport(out []NodeDecision) {
 	r := &pp.report
-	r.TargetVersion = pp.target
+	r.TargetVersion, r.TargetSource = pp.target, pp.source
 	if st := &pp.policy.Status; pp.target != "" {
 		r.RolloutStartTime = pp.in.Now
 		if st.TargetVersion == pp.target && st.RolloutStartTime != nil {

@@ -23,6 +23,7 @@ type policyPass struct {
 
 	members []int // indices into Input.Nodes
 	target  string
+	source  v1alpha1.TargetSource // where target came from
 	waves   []waveState
 	waveOf  []int // wave index of each member, parallel to members
 
@@ -70,7 +71,7 @@ func newPolicyPass(in *Input, views []nodeView, p *v1alpha1.UpdatePolicy) *polic
 
 // plan decides every governed node and fills the report.
 func (pp *policyPass) plan(out []NodeDecision) {
-	pp.target = pp.resolveTarget()
+	pp.target, pp.source = pp.resolveTarget()
 	pp.parseWindows()
 	pp.assignWaves()
 	classes := make([]nodeClass, len(pp.members))
@@ -103,45 +104,6 @@ func (pp *policyPass) freezeActions(classes []nodeClass, out []NodeDecision) {
 			out[i].Action, out[i].TargetVersion = brn.Spec.Action, brn.Spec.TargetVersion
 		}
 	}
-}
-
-// resolveTarget returns the rollout's target: a pinned version, or for "latest" the carried
-// target until its rollout ends, then the newest version offered to the governed hosts.
-func (pp *policyPass) resolveTarget() string {
-	if v := pp.spec.Version; v != "" && v != v1alpha1.VersionLatest {
-		return v
-	}
-	carried := pp.policy.Status.TargetVersion
-	if carried != "" && !pp.rolloutDone(carried) {
-		return carried
-	}
-	newest := carried
-	for _, i := range pp.members {
-		if a := pp.agent(i); a != nil {
-			for _, v := range a.AvailableVersions {
-				if newest == "" || v1alpha1.CompareVersions(v, newest) > 0 {
-					newest = v
-				}
-			}
-		}
-	}
-	return newest
-}
-
-// rolloutDone reports whether every governed node runs target or failed for it.
-func (pp *policyPass) rolloutDone(target string) bool {
-	for _, i := range pp.members {
-		brn := pp.in.Nodes[i].BRN
-		a := pp.agent(i)
-		switch {
-		case a == nil:
-			return false
-		case brn.Status.Phase == v1alpha1.PhaseFailed && brn.Status.FailedTarget == target:
-		case a.CurrentVersion != target || brn.Status.Phase.InFlight():
-			return false
-		}
-	}
-	return true
 }
 
 // agent returns a node's agent report, nil when there is none yet.

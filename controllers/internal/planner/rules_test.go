@@ -115,15 +115,17 @@ func TestRules(t *testing.T) {
 			in: func() Input {
 				a := host("a", "a", "1.20.9", "1.20.9", "1.20.10")
 				b := host("b", "a", "1.20.9", "1.20.9")
+				e := host("e", "a", "1.20.9", "1.20.10", "1.20.9")
 				noAgent := h("c")
 				noAgent.BRN.Status.Agent = nil
-				return in(one(withSpec(maxUnavailable("3"))), a, b, noAgent, NodeState{Node: h("d").Node})
+				return in(one(withSpec(maxUnavailable("3"))), a, b, noAgent, NodeState{Node: h("d").Node}, e)
 			}(),
 			want: map[string]want{
 				"a": {v1alpha1.PhaseStaging, v1alpha1.ReasonStaging},
 				"b": {v1alpha1.PhasePending, v1alpha1.ReasonTargetNotOffered},
 				"c": {v1alpha1.PhasePending, v1alpha1.ReasonAwaitingAgent},
 				"d": {v1alpha1.PhasePending, v1alpha1.ReasonAwaitingAgent},
+				"e": {v1alpha1.PhaseStaging, v1alpha1.ReasonStaging},
 			},
 			check: func(t *testing.T, p Plan) {
 				if r := p.Policies["p"]; r.TargetVersion != "1.20.10" || !r.RolloutStartTime.Equal(t0) {
@@ -157,6 +159,101 @@ func TestRules(t *testing.T) {
 				if r := p.Policies["p"]; r.TargetVersion != "1.22.0" || !r.RolloutStartTime.Equal(t0) {
 					t.Errorf("target %q start %s", r.TargetVersion, r.RolloutStartTime)
 				}
+			},
+		},
+		{
+			name: "latest: one host's offer does not set the fleet's target, nor does a malformed or pre-release version",
+			in: in(one(withSpec(maxUnavailable("4"))),
+				host("a", "a", "1.20.0", "99.0.0", v, "1.20.0"),
+				host("b", "a", "1.20.0", v, "1.21.1a5", "2.0.0-rc1", "1.20.0"),
+				host("c", "a", "1.20.0", v, "1.21.1a5", "2.0.0-rc1", "1.20.0"),
+				host("d", "a", "1.20.0", v, "1.21.1a5", "2.0.0-rc1", "1.20.0")),
+			want: map[string]want{
+				"a": {v1alpha1.PhaseStaging, v1alpha1.ReasonStaging},
+				"d": {v1alpha1.PhaseStaging, v1alpha1.ReasonStaging},
+			},
+			check: func(t *testing.T, p Plan) {
+				if r := p.Policies["p"]; r.TargetVersion != v {
+					t.Errorf("target %q, want %s", r.TargetVersion, v)
+				}
+			},
+		},
+		{
+			name: "latest: a version offered to half the reporting hosts is not yet the target",
+			in: in(one(withSpec()),
+				host("a", "a", "1.20.0", "1.22.0", v, "1.20.0"), host("b", "a", "1.20.0", v, "1.20.0")),
+			want: map[string]want{"a": {v1alpha1.PhaseStaging, v1alpha1.ReasonStaging}},
+			check: func(t *testing.T, p Plan) {
+				if r := p.Policies["p"]; r.TargetVersion != v {
+					t.Errorf("target %q, want %s", r.TargetVersion, v)
+				}
+			},
+		},
+		{
+			name: "latest moves on to a newer release when the carried target is withdrawn",
+			in: func() Input {
+				p := withSpec()
+				p.Status.TargetVersion, p.Status.RolloutStartTime = "1.22.0", mtime(t0.Add(-time.Hour))
+				return in(one(p), updated(host("a", "a", "1.22.0", "1.23.0"), "1.22.0", t0.Add(-time.Hour)),
+					host("b", "a", v, v, "1.23.0"), host("c", "a", v, v, "1.23.0"))
+			}(),
+			want: map[string]want{
+				"a": {v1alpha1.PhaseStaging, v1alpha1.ReasonStaging},
+				"b": {v1alpha1.PhasePending, v1alpha1.ReasonStagingLimit},
+			},
+			check: func(t *testing.T, p Plan) {
+				if r := p.Policies["p"]; r.TargetVersion != "1.23.0" || !r.RolloutStartTime.Equal(t0) {
+					t.Errorf("target %q start %s, want 1.23.0 from now", r.TargetVersion, r.RolloutStartTime)
+				}
+			},
+		},
+		{
+			name: "latest keeps a target no pending host is offered while nothing newer is",
+			in: func() Input {
+				p := withSpec()
+				p.Status.TargetVersion = "1.22.0"
+				return in(one(p), updated(host("a", "a", "1.22.0", "1.22.0"), "1.22.0", t0.Add(-time.Hour)),
+					host("b", "a", v, v), host("c", "a", v, v, "1.22.0"))
+			}(),
+			want: map[string]want{
+				"b": {v1alpha1.PhasePending, v1alpha1.ReasonTargetNotOffered},
+				"c": {v1alpha1.PhaseStaging, v1alpha1.ReasonStaging},
+			},
+			check: func(t *testing.T, p Plan) {
+				if r := p.Policies["p"]; r.TargetVersion != "1.22.0" {
+					t.Errorf("target %q, want 1.22.0", r.TargetVersion)
+				}
+			},
+		},
+		{
+			name: "latest keeps a target a node is in flight for, though no pending host is offered it",
+			in: func() Input {
+				p := withSpec()
+				p.Status.TargetVersion = "1.22.0"
+				return in(one(p), at(host("a", "a", v, "1.23.0"), v1alpha1.PhaseStaged, "1.22.0"),
+					host("b", "a", v, v, "1.23.0"), host("c", "a", v, v, "1.23.0"))
+			}(),
+			want: map[string]want{
+				"a": {v1alpha1.PhaseDraining, ""},
+				"b": {v1alpha1.PhasePending, v1alpha1.ReasonTargetNotOffered},
+			},
+			check: func(t *testing.T, p Plan) {
+				if r := p.Policies["p"]; r.TargetVersion != "1.22.0" {
+					t.Errorf("target %q, want 1.22.0", r.TargetVersion)
+				}
+			},
+		},
+		{
+			name: "latest never goes back to an older release when its target is withdrawn",
+			in: func() Input {
+				p := withSpec()
+				p.Status.TargetVersion = "1.22.0"
+				return in(one(p), updated(host("a", "a", "1.22.0", v), "1.22.0", t0.Add(-time.Hour)),
+					host("b", "a", "1.20.0", v, "1.20.0"), host("c", "a", "1.20.0", v, "1.20.0"))
+			}(),
+			want: map[string]want{
+				"a": {v1alpha1.PhaseUpdated, v1alpha1.ReasonUpToDate},
+				"b": {v1alpha1.PhasePending, v1alpha1.ReasonTargetNotOffered},
 			},
 		},
 		{
@@ -508,9 +605,9 @@ func TestDecisionApply(t *testing.T) {
 		t.Error("phaseStartTime moved without a phase change")
 	}
 	var status v1alpha1.UpdatePolicyStatus
-	r := PolicyReport{TargetVersion: "1.21.0", RolloutStartTime: t0, Progress: "1/2", MaxUnavailable: v1alpha1.Unlimited}
+	r := PolicyReport{TargetVersion: "1.21.0", TargetSource: v1alpha1.TargetSourcePin, RolloutStartTime: t0, Progress: "1/2", MaxUnavailable: v1alpha1.Unlimited}
 	r.ApplyTo(&status)
-	if status.TargetVersion != "1.21.0" || status.RolloutStartTime == nil || status.NextMaintenanceWindow != nil || status.MaxUnavailable != 1<<31-1 {
+	if status.TargetVersion != "1.21.0" || status.TargetSource != v1alpha1.TargetSourcePin || status.RolloutStartTime == nil || status.NextMaintenanceWindow != nil || status.MaxUnavailable != 1<<31-1 {
 		t.Errorf("status %+v", status)
 	}
 }
@@ -566,5 +663,43 @@ func TestSoakFollowsNodesFoundOnTarget(t *testing.T) {
 	fleet.Now = t0.Add(2 * time.Minute)
 	if d := Compute(fleet).Nodes[1]; d.Phase != v1alpha1.PhaseStaged || d.Reason != v1alpha1.ReasonSoaking {
 		t.Errorf("b: %s/%s (%s), want Staged/Soaking: the canary wave soaks for an hour", d.Phase, d.Reason, d.Message)
+	}
+}
+
+// TestPinBackToLatest checks that a target carried from a pin does not outlive the pin: a
+// policy pinned to 1.21.0 with half its nodes done, switched back to "latest" with 1.22.0
+// offered everywhere, moves its pending nodes to 1.22.0, not to the old pin first.
+func TestPinBackToLatest(t *testing.T) {
+	const pin, next = "1.21.0", "1.22.0"
+	pinned := withSpec(maxUnavailable("2"), func(s *v1alpha1.UpdatePolicySpec) { s.Version = pin })
+	x := in(one(pinned),
+		updated(host("a", "a", pin, next, pin), pin, t0.Add(-time.Hour)),
+		updated(host("b", "a", pin, next, pin), pin, t0.Add(-time.Hour)),
+		host("c", "a", "1.20.0", next, pin, "1.20.0"),
+		host("d", "a", "1.20.0", next, pin, "1.20.0"))
+	x.Policies[0].Status.TargetVersion = "" // no rollout resolved yet
+	r := Compute(x).Policies["p"]
+	r.ApplyTo(&x.Policies[0].Status) // as the controller writes it
+	if x.Policies[0].Status.TargetVersion != pin || x.Policies[0].Status.TargetSource != v1alpha1.TargetSourcePin {
+		t.Fatalf("pinned target %q", x.Policies[0].Status.TargetVersion)
+	}
+
+	x.Policies[0].Spec.Version = v1alpha1.VersionLatest
+	x.Now = t0.Add(time.Minute)
+	plan := Compute(x)
+	if got := plan.Policies["p"].TargetVersion; got != next {
+		t.Errorf("target after switching back to latest %q, want %s", got, next)
+	}
+	got := decisionsByName(plan)
+	for _, name := range []string{"c", "d"} { // pending: their next step is toward 1.22.0
+		if d := got[name]; d.TargetVersion != next || d.RolloutTarget != next {
+			t.Errorf("%s: %s for %q (%s), want the rollout to %s", name, d.Phase, d.TargetVersion, d.Message, next)
+		}
+	}
+	if d := got["a"]; d.Phase != v1alpha1.PhaseStaging || d.TargetVersion != next {
+		t.Errorf("a: %s for %q, want Staging for %s", d.Phase, d.TargetVersion, next)
+	}
+	if src := plan.Policies["p"].TargetSource; src != v1alpha1.TargetSourceLatest {
+		t.Errorf("target source %q", src)
 	}
 }
