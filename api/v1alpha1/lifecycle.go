@@ -222,8 +222,9 @@ const (
 	// uncordons a node somebody else cordoned. It lives on the Node to survive our objects.
 	AnnotationCordonedBy = "updates.bottlerocket.aws/cordoned-by"
 
-	// AnnotationAutoscalerGuard on a Node records that the operator set the two autoscaler
-	// annotations below, so that it removes only what it set.
+	// AnnotationAutoscalerGuard on a Node lists, comma-separated, which of the two autoscaler
+	// annotations below the operator set, so that it removes only what it set: one the Node
+	// already carries (its owner's) is neither overwritten nor removed.
 	AnnotationAutoscalerGuard = "updates.bottlerocket.aws/autoscaler-guard"
 
 	// AnnotationKarpenterDoNotDisrupt and AnnotationClusterAutoscalerScaleDownDisabled keep
