@@ -1,8 +1,8 @@
 // Package agent holds the per-node agent: it reads its own node's BottlerocketNode, carries out
 // the controller's intent on the host through the host's update API, and reports what is true
-// in status.agent. The RBAC markers below are the agent's whole role; an admission policy
+// in status.agent (by server-side apply: a patch). The RBAC markers below are the agent's whole role; an admission policy
 // further confines each agent to its own node's object.
 package agent
 
 // +kubebuilder:rbac:groups=updates.bottlerocket.aws,resources=bottlerocketnodes,verbs=get;list;watch
-// +kubebuilder:rbac:groups=updates.bottlerocket.aws,resources=bottlerocketnodes/status,verbs=update;patch
+// +kubebuilder:rbac:groups=updates.bottlerocket.aws,resources=bottlerocketnodes/status,verbs=patch

@@ -51,6 +51,7 @@ func (r *RolloutReconciler) standAside(ctx context.Context, policies []v1alpha1.
 			cond(v1alpha1.ConditionDegraded, true, v1alpha1.ReasonConflictingOperator, msg),
 			cond(v1alpha1.ConditionReady, false, v1alpha1.ReasonConflictingOperator, msg),
 			cond(v1alpha1.ConditionProgressing, false, v1alpha1.ReasonConflictingOperator, msg),
+			cond(v1alpha1.ConditionStalled, true, v1alpha1.ReasonConflictingOperator, msg),
 		} {
 			c.ObservedGeneration, c.LastTransitionTime = p.Generation, metaTime(now)
 			apimeta.SetStatusCondition(&p.Status.Conditions, c)

@@ -42,6 +42,7 @@ var _ = Describe("Coexistence with the upstream Bottlerocket update operator", f
 		node := f.addBottlerocketNodes("a")[0]
 		agentReady(node)
 		expectStatus(p.Name, hasCondition(v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonConflictingOperator))
+		expectStatus(p.Name, hasCondition(v1alpha1.ConditionStalled, metav1.ConditionTrue, v1alpha1.ReasonConflictingOperator))
 		Consistently(func(g Gomega) {
 			g.Expect(getBRN(g, node).Spec.Action).NotTo(Equal(v1alpha1.ActionStage))
 		}, "300ms").Should(Succeed(), "no intent while the upstream operator is installed")

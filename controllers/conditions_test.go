@@ -56,7 +56,9 @@ var _ = Describe("Policy conditions", func() {
 		},
 		Entry("a schedule that is no cron expression is Degraded", window("61 * * * *", ""), v1alpha1.Reason(""),
 			hasCondition(v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonInvalidSchedule),
-			hasCondition(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonInvalidSchedule)),
+			hasCondition(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonInvalidSchedule),
+			hasCondition(v1alpha1.ConditionStalled, metav1.ConditionTrue, v1alpha1.ReasonInvalidSchedule),
+			hasCondition(v1alpha1.ConditionProgressing, metav1.ConditionFalse, v1alpha1.ReasonInvalidSchedule)),
 		Entry("an unknown time zone is Degraded", window("0 22 * * *", "Mars/Olympus_Mons"), v1alpha1.Reason(""),
 			hasCondition(v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonInvalidTimeZone)),
 		Entry("a paused policy writes no intent", func(s *v1alpha1.UpdatePolicySpec) { s.Paused = true }, v1alpha1.ReasonPolicyPaused,
@@ -75,6 +77,8 @@ var _ = Describe("Policy conditions", func() {
 		agentReady(node)
 		for _, p := range []*v1alpha1.UpdatePolicy{p1, p2} {
 			expectStatus(p.Name, hasCondition(v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonPolicyConflict))
+			expectStatus(p.Name, hasCondition(v1alpha1.ConditionStalled, metav1.ConditionTrue, v1alpha1.ReasonPolicyConflict))
+			expectStatus(p.Name, hasCondition(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonPolicyConflict))
 		}
 		expectNode(node, v1alpha1.PhaseIdle, intent(v1alpha1.ActionNone), reason(v1alpha1.ReasonPolicyConflict))
 	})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -24,26 +25,23 @@ import (
 // cordon records that the operator cordons the node, cordons it, and asks autoscalers to
 // leave it alone, in one patch. A node somebody else cordoned stays theirs: it is not recorded
 // as ours, so it is never uncordoned by us. Autoscaler annotations somebody else set are
-// likewise left to them.
+// likewise left to them: the operator sets only those the node lacks, and records which.
 func (r *RolloutReconciler) cordon(ctx context.Context, node *corev1.Node) error {
-	_, guarded := node.Annotations[v1alpha1.AnnotationKarpenterDoNotDisrupt]
-	if node.Spec.Unschedulable && guarded {
-		return nil
-	}
-	patch := client.MergeFrom(node.DeepCopy())
+	orig := node.DeepCopy()
 	if node.Annotations == nil {
 		node.Annotations = map[string]string{}
 	}
+	changed := addGuard(node.Annotations)
 	if !node.Spec.Unschedulable {
 		node.Annotations[v1alpha1.AnnotationCordonedBy] = FieldManager
 		node.Spec.Unschedulable = true
+		changed = true
 	}
-	if !guarded {
-		node.Annotations[v1alpha1.AnnotationAutoscalerGuard] = FieldManager
-		node.Annotations[v1alpha1.AnnotationKarpenterDoNotDisrupt] = "true"
-		node.Annotations[v1alpha1.AnnotationClusterAutoscalerScaleDownDisabled] = "true"
+	if !changed {
+		node.Annotations = orig.Annotations
+		return nil
 	}
-	if err := r.Client.Patch(ctx, node, patch, client.FieldOwner(FieldManager)); err != nil {
+	if err := r.Client.Patch(ctx, node, client.MergeFrom(orig), client.FieldOwner(FieldManager)); err != nil {
 		return fmt.Errorf("cordoning Node %s: %w", node.Name, err)
 	}
 	return nil
@@ -64,14 +62,63 @@ func (r *RolloutReconciler) release(ctx context.Context, node *corev1.Node, keep
 		delete(node.Annotations, v1alpha1.AnnotationCordonedBy)
 	}
 	if dropGuard {
-		delete(node.Annotations, v1alpha1.AnnotationAutoscalerGuard)
-		delete(node.Annotations, v1alpha1.AnnotationKarpenterDoNotDisrupt)
-		delete(node.Annotations, v1alpha1.AnnotationClusterAutoscalerScaleDownDisabled)
+		removeGuard(node.Annotations)
 	}
 	if err := r.Client.Patch(ctx, node, patch, client.FieldOwner(FieldManager)); err != nil {
 		return false, fmt.Errorf("releasing Node %s: %w", node.Name, err)
 	}
 	return true, nil
+}
+
+// guardAnnotations are the autoscaler annotations that keep a node being updated.
+var guardAnnotations = []string{v1alpha1.AnnotationKarpenterDoNotDisrupt, v1alpha1.AnnotationClusterAutoscalerScaleDownDisabled}
+
+// addGuard sets the autoscaler annotations the node lacks and adds them to the list in
+// AnnotationAutoscalerGuard; one already there, set by anybody else, is left as it is. It
+// reports whether it changed anything.
+func addGuard(ann map[string]string) bool {
+	ours := guardSetByUs(ann)
+	changed := false
+	for _, a := range guardAnnotations {
+		if _, ok := ann[a]; ok {
+			continue
+		}
+		ann[a] = "true"
+		ours = append(ours, a)
+		changed = true
+	}
+	if changed {
+		ann[v1alpha1.AnnotationAutoscalerGuard] = strings.Join(ours, ",")
+	}
+	return changed
+}
+
+// removeGuard removes the autoscaler annotations the operator set, and its record of them.
+func removeGuard(ann map[string]string) {
+	for _, a := range guardSetByUs(ann) {
+		delete(ann, a)
+	}
+	delete(ann, v1alpha1.AnnotationAutoscalerGuard)
+}
+
+// guardSetByUs lists the autoscaler annotations AnnotationAutoscalerGuard records as set by the
+// operator. A record from before the list (the field manager's name) stands for both, which
+// that version always set.
+func guardSetByUs(ann map[string]string) []string {
+	v, ok := ann[v1alpha1.AnnotationAutoscalerGuard]
+	if !ok {
+		return nil
+	}
+	if v == FieldManager {
+		return slices.Clone(guardAnnotations)
+	}
+	var ours []string
+	for _, a := range strings.Split(v, ",") {
+		if slices.Contains(guardAnnotations, a) && !slices.Contains(ours, a) {
+			ours = append(ours, a)
+		}
+	}
+	return ours
 }
 
 // evictPass makes one eviction pass over the node's pods, through the Eviction API so that

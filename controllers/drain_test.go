@@ -125,6 +125,29 @@ var _ = Describe("Draining", func() {
 		}).Should(Succeed())
 	})
 
+	It("leaves the autoscaler annotations a node's owner set, and removes only those it set", func() {
+		f := newFleet()
+		f.addPolicy("p", rolloutSpec())
+		node := f.addNode("a", osImage, func(n *corev1.Node) {
+			n.Annotations = map[string]string{v1alpha1.AnnotationClusterAutoscalerScaleDownDisabled: "true"}
+		})
+		agentReady(node)
+		expectNode(node, v1alpha1.PhaseStaging)
+		agentStaged(node)
+		expectNode(node, v1alpha1.PhaseRebooting, cordonedByUs(true))
+		n := getNode(Default, node)
+		Expect(n.Annotations).To(HaveKeyWithValue(v1alpha1.AnnotationKarpenterDoNotDisrupt, "true"), "the guard the owner lacks is set")
+		Expect(n.Annotations).To(HaveKeyWithValue(v1alpha1.AnnotationClusterAutoscalerScaleDownDisabled, "true"))
+		agentRebooted(node, toVersion)
+		f.stabilize(node)
+		Eventually(func(g Gomega) {
+			n := getNode(g, node)
+			g.Expect(n.Annotations).To(HaveKeyWithValue(v1alpha1.AnnotationClusterAutoscalerScaleDownDisabled, "true"), "the owner's annotation stays")
+			g.Expect(n.Annotations).NotTo(HaveKey(v1alpha1.AnnotationKarpenterDoNotDisrupt), "the guard the operator set is released")
+			g.Expect(n.Annotations).NotTo(HaveKey(v1alpha1.AnnotationAutoscalerGuard))
+		}).Should(Succeed())
+	})
+
 	It("counts a pod it may not evict as left, names it and why, and fails the node at drain.timeout", func(ctx SpecContext) {
 		f := newFleet()
 		f.addNode("worker", "Ubuntu 24.04.1 LTS") // capacity for the evicted pods

@@ -37,9 +37,10 @@ func (r *RolloutReconciler) writePolicyStatus(ctx context.Context, p *v1alpha1.U
 	return nil
 }
 
-// policyConditions computes the four conditions from the world, one small rule each.
+// policyConditions computes the five conditions from the world, one small rule each.
 func policyConditions(p *v1alpha1.UpdatePolicy, rep planner.PolicyReport) []metav1.Condition {
-	return []metav1.Condition{readyCondition(rep), progressingCondition(rep), pausedCondition(p), degradedCondition(rep)}
+	st := stallOf(rep)
+	return []metav1.Condition{readyCondition(rep, st), progressingCondition(rep, st), stalledCondition(st), pausedCondition(p), degradedCondition(st)}
 }
 
 // invalidReason is the condition reason of an invalid policy.
@@ -58,11 +59,40 @@ func cond(t string, ok bool, reason v1alpha1.Reason, msg string) metav1.Conditio
 	return metav1.Condition{Type: t, Status: s, Reason: string(reason), Message: msg}
 }
 
-// readyCondition: True when the policy is valid and every governed node runs the target.
-func readyCondition(rep planner.PolicyReport) metav1.Condition {
+// stall is why a rollout cannot go on without a person; the zero value: it can.
+type stall struct {
+	reason  v1alpha1.Reason
+	message string
+}
+
+func (s stall) stalled() bool { return s.reason != "" }
+
+// stallOf says whether, and why, the rollout cannot go on without a person: it halted at its
+// failure budget, it ended with Failed nodes, the policy is invalid or conflicts.
+func stallOf(rep planner.PolicyReport) stall {
 	switch {
 	case rep.Invalid != "":
-		return cond(v1alpha1.ConditionReady, false, invalidReason(rep), rep.Invalid)
+		return stall{invalidReason(rep), rep.Invalid}
+	case len(rep.ConflictsWith) > 0:
+		return stall{v1alpha1.ReasonPolicyConflict,
+			"selects nodes also selected by " + strings.Join(rep.ConflictsWith, ", ") + "; those nodes are governed by neither"}
+	case rep.Halted:
+		return stall{v1alpha1.ReasonFailureBudgetSpent,
+			fmt.Sprintf("%d nodes failed for %s; no new node starts until a person resumes the rollout (annotate %s) or changes the version",
+				rep.FailedNodes, rep.TargetVersion, v1alpha1.AnnotationResume)}
+	case rep.Phase == v1alpha1.RolloutUpToDate && rep.Counts.Failed > 0:
+		return stall{v1alpha1.ReasonRolloutEndedWithFailures,
+			fmt.Sprintf("the rollout to %s ended with %d Failed nodes (%s updated); retry them (annotate %s) or change the version",
+				rep.TargetVersion, rep.Counts.Failed, rep.Progress, v1alpha1.AnnotationRetry)}
+	}
+	return stall{}
+}
+
+// readyCondition: True when the policy is valid and every governed node runs the target.
+func readyCondition(rep planner.PolicyReport, st stall) metav1.Condition {
+	switch {
+	case st.stalled():
+		return cond(v1alpha1.ConditionReady, false, st.reason, st.message)
 	case rep.Counts.Total == 0:
 		return cond(v1alpha1.ConditionReady, true, v1alpha1.ReasonNoNodes, "the policy selects no Bottlerocket node")
 	case rep.Phase == v1alpha1.RolloutUpToDate:
@@ -71,21 +101,30 @@ func readyCondition(rep planner.PolicyReport) metav1.Condition {
 	return cond(v1alpha1.ConditionReady, false, v1alpha1.ReasonRolloutInProgress, fmt.Sprintf("%s nodes updated to %s", rep.Progress, rep.TargetVersion))
 }
 
-// progressingCondition: True while the rollout moves nodes or waits to move them.
-func progressingCondition(rep planner.PolicyReport) metav1.Condition {
+// progressingCondition: True while the rollout moves nodes or waits to move them; False
+// whenever it is stalled (kstatus).
+func progressingCondition(rep planner.PolicyReport, st stall) metav1.Condition {
+	if st.stalled() {
+		return cond(v1alpha1.ConditionProgressing, false, st.reason, st.message)
+	}
 	switch rep.Phase {
 	case v1alpha1.RolloutProgressing:
 		return cond(v1alpha1.ConditionProgressing, true, v1alpha1.ReasonRolloutInProgress, "next: "+strings.Join(rep.NextNodes, ", "))
 	case v1alpha1.RolloutWaiting:
 		return cond(v1alpha1.ConditionProgressing, true, v1alpha1.ReasonRolloutWaiting, "the rollout waits (window, soak, pause or budget); see the nodes' reasons")
-	case v1alpha1.RolloutHalted:
-		return cond(v1alpha1.ConditionProgressing, false, v1alpha1.ReasonFailureBudgetSpent, "the rollout is halted")
 	case v1alpha1.RolloutPaused:
 		return cond(v1alpha1.ConditionProgressing, false, v1alpha1.ReasonPaused, "the policy is paused or in dry-run")
-	case v1alpha1.RolloutInvalid:
-		return cond(v1alpha1.ConditionProgressing, false, invalidReason(rep), rep.Invalid)
 	}
 	return cond(v1alpha1.ConditionProgressing, false, v1alpha1.ReasonRolloutComplete, "nothing to do")
+}
+
+// stalledCondition: the kstatus Stalled condition, True when the rollout cannot go on
+// without a person.
+func stalledCondition(st stall) metav1.Condition {
+	if st.stalled() {
+		return cond(v1alpha1.ConditionStalled, true, st.reason, st.message)
+	}
+	return cond(v1alpha1.ConditionStalled, false, v1alpha1.ReasonHealthy, "")
 }
 
 // pausedCondition: True when spec.paused or spec.dryRun is set.
@@ -99,18 +138,11 @@ func pausedCondition(p *v1alpha1.UpdatePolicy) metav1.Condition {
 	return cond(v1alpha1.ConditionPaused, false, v1alpha1.ReasonNotPaused, "")
 }
 
-// degradedCondition: True when the rollout halted, the policy is invalid, or it conflicts.
-func degradedCondition(rep planner.PolicyReport) metav1.Condition {
-	switch {
-	case rep.Halted:
-		return cond(v1alpha1.ConditionDegraded, true, v1alpha1.ReasonFailureBudgetSpent,
-			fmt.Sprintf("%d nodes failed for %s; no new node starts until a person resumes the rollout (annotate %s) or changes the version",
-				rep.FailedNodes, rep.TargetVersion, v1alpha1.AnnotationResume))
-	case rep.Invalid != "":
-		return cond(v1alpha1.ConditionDegraded, true, invalidReason(rep), rep.Invalid)
-	case len(rep.ConflictsWith) > 0:
-		return cond(v1alpha1.ConditionDegraded, true, v1alpha1.ReasonPolicyConflict,
-			"selects nodes also selected by "+strings.Join(rep.ConflictsWith, ", ")+"; those nodes are governed by neither")
+// degradedCondition: True when the rollout halted or ended with failures, the policy is
+// invalid, or it conflicts: whenever it is stalled.
+func degradedCondition(st stall) metav1.Condition {
+	if st.stalled() {
+		return cond(v1alpha1.ConditionDegraded, true, st.reason, st.message)
 	}
 	return cond(v1alpha1.ConditionDegraded, false, v1alpha1.ReasonHealthy, "")
 }

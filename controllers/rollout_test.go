@@ -112,7 +112,11 @@ var _ = Describe("A rollout", func() {
 		agentReady(second)
 		expectNode(second, v1alpha1.PhasePending, intent(v1alpha1.ActionNone), reason(v1alpha1.ReasonRolloutHalted))
 		Eventually(func(g Gomega) {
-			g.Expect(getPolicy(g, p.Name).Status.Conditions).To(ContainElement(condition(v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonFailureBudgetSpent)))
+			conds := getPolicy(g, p.Name).Status.Conditions
+			g.Expect(conds).To(ContainElement(condition(v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonFailureBudgetSpent)))
+			g.Expect(conds).To(ContainElement(condition(v1alpha1.ConditionStalled, metav1.ConditionTrue, v1alpha1.ReasonFailureBudgetSpent)))
+			g.Expect(conds).To(ContainElement(condition(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonFailureBudgetSpent)))
+			g.Expect(conds).To(ContainElement(condition(v1alpha1.ConditionProgressing, metav1.ConditionFalse, v1alpha1.ReasonFailureBudgetSpent)))
 		}).Should(Succeed())
 
 		By("resuming with one kubectl annotate")
@@ -123,6 +127,7 @@ var _ = Describe("A rollout", func() {
 			g.Expect(got.Annotations).NotTo(HaveKey(v1alpha1.AnnotationResume))
 			g.Expect(got.Status.ResumeTime).NotTo(BeNil())
 			g.Expect(got.Status.Conditions).To(ContainElement(condition(v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonHealthy)))
+			g.Expect(got.Status.Conditions).To(ContainElement(condition(v1alpha1.ConditionStalled, metav1.ConditionFalse, v1alpha1.ReasonHealthy)))
 		}).Should(Succeed())
 		expectNode(second, v1alpha1.PhaseStaging, intent(v1alpha1.ActionStage))
 		expectNode(first, v1alpha1.PhaseFailed, intent(v1alpha1.ActionNone), reason(v1alpha1.ReasonFallback))

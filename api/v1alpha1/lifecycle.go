@@ -222,8 +222,9 @@ const (
 	// uncordons a node somebody else cordoned. It lives on the Node to survive our objects.
 	AnnotationCordonedBy = "updates.bottlerocket.aws/cordoned-by"
 
-	// AnnotationAutoscalerGuard on a Node records that the operator set the two autoscaler
-	// annotations below, so that it removes only what it set.
+	// AnnotationAutoscalerGuard on a Node lists, comma-separated, which of the two autoscaler
+	// annotations below the operator set, so that it removes only what it set: one the Node
+	// already carries (its owner's) is neither overwritten nor removed.
 	AnnotationAutoscalerGuard = "updates.bottlerocket.aws/autoscaler-guard"
 
 	// AnnotationKarpenterDoNotDisrupt and AnnotationClusterAutoscalerScaleDownDisabled keep
@@ -246,14 +247,22 @@ const (
 // Condition types of an UpdatePolicy.
 const (
 	// ConditionReady is True when the policy is valid and every governed node runs the
-	// target (or the rollout has nothing to do); kubectl wait and GitOps tools read it.
+	// target (or the rollout has nothing to do); kubectl wait and GitOps tools read it. A
+	// rollout that ended with Failed nodes is not Ready (reason RolloutEndedWithFailures).
 	ConditionReady = "Ready"
-	// ConditionProgressing is True while a rollout moves nodes or waits to move them.
+	// ConditionProgressing is True while a rollout moves nodes or waits to move them; it is
+	// False whenever Stalled is True.
 	ConditionProgressing = "Progressing"
+	// ConditionStalled is the kstatus condition: True when the rollout cannot go on without a
+	// person — it halted at its failure budget, it ended with Failed nodes, the policy is
+	// invalid or conflicts with another (or the upstream operator is installed) — so that
+	// Flux and Argo CD report it as failed rather than in progress forever.
+	ConditionStalled = "Stalled"
 	// ConditionPaused is True when spec.paused is set or the policy is in dry-run.
 	ConditionPaused = "Paused"
-	// ConditionDegraded is True when the rollout halted at its failure budget, the policy is
-	// invalid (schedule, time zone), or it conflicts with another policy.
+	// ConditionDegraded is True when the rollout halted at its failure budget or ended with
+	// Failed nodes, the policy is invalid (schedule, time zone), or it conflicts with another
+	// policy.
 	ConditionDegraded = "Degraded"
 )
 
@@ -261,6 +270,10 @@ const (
 const (
 	// ReasonRolloutComplete: every governed node runs the target (Ready True).
 	ReasonRolloutComplete Reason = "RolloutComplete"
+	// ReasonRolloutEndedWithFailures: the rollout has nothing left to do but some governed
+	// nodes are Failed for the target (Ready False, Stalled True, Degraded True); a person
+	// retries them (AnnotationRetry) or changes the version.
+	ReasonRolloutEndedWithFailures Reason = "RolloutEndedWithFailures"
 	// ReasonRolloutInProgress: the rollout moves nodes (Progressing True).
 	ReasonRolloutInProgress Reason = "RolloutInProgress"
 	// ReasonRolloutWaiting: the rollout waits to move nodes (a window, a wave, a budget).
@@ -271,13 +284,14 @@ const (
 	ReasonPaused Reason = "Paused"
 	// ReasonNotPaused: the policy is neither paused nor in dry-run (Paused False).
 	ReasonNotPaused Reason = "NotPaused"
-	// ReasonFailureBudgetSpent: the rollout halted at failurePolicy.maxFailedNodes (Degraded True).
+	// ReasonFailureBudgetSpent: the rollout halted at failurePolicy.maxFailedNodes (Degraded
+	// and Stalled True, Ready and Progressing False).
 	ReasonFailureBudgetSpent Reason = "FailureBudgetSpent"
 	// ReasonInvalidTimeZone: a maintenance window's time zone is unknown (Degraded True).
 	ReasonInvalidTimeZone Reason = "InvalidTimeZone"
 	// ReasonInvalidSpec: the policy (or a rule it gives) is invalid; the message says which field.
 	ReasonInvalidSpec Reason = "InvalidSpec"
-	// ReasonHealthy: nothing degrades the policy (Degraded False).
+	// ReasonHealthy: nothing degrades or stalls the policy (Degraded and Stalled False).
 	ReasonHealthy Reason = "Healthy"
 	// ReasonConflictingOperator: the upstream Bottlerocket update operator runs in the cluster: this one stands aside.
 	ReasonConflictingOperator Reason = "ConflictingOperator"

@@ -116,3 +116,39 @@ func TestPodSecurity(t *testing.T) {
 		})
 	}
 }
+
+// TestWorkloadsKnowTheirNode checks that the controller and the agent are given the name of
+// the node they run on (NODE_NAME from spec.nodeName, the downward API): the agent drives
+// that node's host, and the controller updates its own node last in its wave.
+func TestWorkloadsKnowTheirNode(t *testing.T) {
+	for _, tc := range []struct{ kind, name string }{
+		{"Deployment", controllerSA},
+		{"DaemonSet", agentSA},
+	} {
+		t.Run(tc.kind, func(t *testing.T) {
+			var workload struct {
+				Spec struct {
+					Template corev1.PodTemplateSpec `json:"template"`
+				} `json:"spec"`
+			}
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(find(t, tc.kind, tc.name).Object, &workload); err != nil {
+				t.Fatalf("decoding the pod template: %v", err)
+			}
+			for _, c := range workload.Spec.Template.Spec.Containers {
+				if !setsNodeName(c.Env) {
+					t.Errorf("container %s of %s %s does not set NODE_NAME from spec.nodeName", c.Name, tc.kind, tc.name)
+				}
+			}
+		})
+	}
+}
+
+// setsNodeName reports whether env sets NODE_NAME from the pod's spec.nodeName.
+func setsNodeName(env []corev1.EnvVar) bool {
+	for _, e := range env {
+		if e.Name == "NODE_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "spec.nodeName" {
+			return true
+		}
+	}
+	return false
+}

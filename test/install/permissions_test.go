@@ -122,6 +122,7 @@ func TestAgentConfinement(t *testing.T) {
 		{name: "server-side apply of another node's status.agent", do: applyAgentStatus("b"), want: deniedByPolicy, msg: `the request is for "b"`},
 		{name: "remove the whole status of its own node", do: patchStatus("a", nil), want: deniedByPolicy, msg: "the controller owns status."},
 		{name: "spec of its own BottlerocketNode", do: patchSpec("a"), want: forbiddenByRBAC},
+		{name: "update of its own status (it applies)", do: updateStatus(&v1alpha1.BottlerocketNode{}, "a"), want: forbiddenByRBAC},
 		{name: "create a BottlerocketNode", do: createBottlerocketNodeAs("c"), want: forbiddenByRBAC},
 		{name: "delete its own BottlerocketNode", do: deleteObject(&v1alpha1.BottlerocketNode{}, "", "a"), want: forbiddenByRBAC},
 		{name: "list pods", do: listObjects(&corev1.PodList{}), want: forbiddenByRBAC},
@@ -237,7 +238,10 @@ func TestControllerPermissions(t *testing.T) {
 		{name: "create a BottlerocketNode", do: createBottlerocketNodeAs("ctl-2"), want: allowed},
 		{name: "patch a BottlerocketNode's spec", do: patchSpec("ctl-1"), want: allowed},
 		{name: "patch a BottlerocketNode's status.phase (the agents' policy does not apply)", do: patchStatus("ctl-1", map[string]any{"phase": "Staging"}), want: allowed},
-		{name: "update an UpdatePolicy's status", do: updatePolicyStatus("install-test"), want: allowed},
+		{name: "patch an UpdatePolicy's status", do: patchPolicyStatus("install-test"), want: allowed},
+		{name: "update an UpdatePolicy's status (it patches)", do: updatePolicyStatus("install-test"), want: forbiddenByRBAC},
+		{name: "update a Node (it patches)", do: updateObject(&corev1.Node{}, "ctl-1"), want: forbiddenByRBAC},
+		{name: "update a BottlerocketNode (it patches)", do: updateObject(&v1alpha1.BottlerocketNode{}, "ctl-1"), want: forbiddenByRBAC},
 		{name: "create its leader lease", do: createLease(namespace, leaseName), want: allowed},
 		{name: "renew its leader lease", do: renewLease(namespace, leaseName), want: allowed},
 		{name: "record an Event in its namespace", do: createEvent(namespace), want: allowed},
@@ -527,6 +531,39 @@ func updatePolicyStatus(name string) func(context.Context, client.Client) error 
 	}
 }
 
+func patchPolicyStatus(name string) func(context.Context, client.Client) error {
+	return func(ctx context.Context, c client.Client) error {
+		var p v1alpha1.UpdatePolicy
+		if err := c.Get(ctx, client.ObjectKey{Name: name}, &p); err != nil {
+			return err
+		}
+		orig := p.DeepCopy()
+		p.Status.ObservedGeneration = p.Generation
+		p.Status.Progress = "0/0"
+		return c.Status().Patch(ctx, &p, client.MergeFrom(orig))
+	}
+}
+
+// updateObject reads a cluster-scoped object and writes it back unchanged with update.
+func updateObject(o client.Object, name string) func(context.Context, client.Client) error {
+	return func(ctx context.Context, c client.Client) error {
+		if err := c.Get(ctx, client.ObjectKey{Name: name}, o); err != nil {
+			return err
+		}
+		return c.Update(ctx, o)
+	}
+}
+
+// updateStatus reads a cluster-scoped object and writes its status back unchanged with update.
+func updateStatus(o client.Object, name string) func(context.Context, client.Client) error {
+	return func(ctx context.Context, c client.Client) error {
+		if err := c.Get(ctx, client.ObjectKey{Name: name}, o); err != nil {
+			return err
+		}
+		return c.Status().Update(ctx, o)
+	}
+}
+
 func createLease(ns, name string) func(context.Context, client.Client) error {
 	return func(ctx context.Context, c client.Client) error {
 		return c.Create(ctx, &coordinationv1.Lease{
@@ -557,4 +594,67 @@ func createEvent(ns string) func(context.Context, client.Client) error {
 			Source: corev1.EventSource{Component: "install-test"},
 		})
 	}
+}
+
+// TestRolesGrantOnlyWhatIsUsed pins the verbs of the two ClusterRoles: the controller and the
+// agent write with patch (merge patch or server-side apply), never update, so no role grants
+// update but on updatepolicies/finalizers, which the API server asks of whoever sets a
+// finalizer. TestControllerFlowOnItsOwnRole and TestAgentConfinement prove the roles suffice.
+func TestRolesGrantOnlyWhatIsUsed(t *testing.T) {
+	for _, tc := range []struct {
+		role string
+		want map[string][]string // group/resource (name) → verbs, sorted
+	}{
+		{"bottlerocket-update-operator-controller-role", map[string][]string{
+			"/nodes":         {"get", "list", "patch", "watch"},
+			"/pods":          {"delete", "get", "list"},
+			"/pods/eviction": {"create"},
+			"apiextensions.k8s.io/customresourcedefinitions (bottlerocketshadows.brupop.bottlerocket.aws)": {"get"},
+			"apps/daemonsets":                                    {"get"},
+			"events.k8s.io/events":                               {"create", "patch"},
+			"policy/poddisruptionbudgets":                        {"get", "list"},
+			"updates.bottlerocket.aws/bottlerocketnodes":         {"create", "delete", "get", "list", "patch", "watch"},
+			"updates.bottlerocket.aws/bottlerocketnodes/status":  {"get", "patch"},
+			"updates.bottlerocket.aws/updatepolicies":            {"get", "list", "patch", "watch"},
+			"updates.bottlerocket.aws/updatepolicies/status":     {"get", "patch"},
+			"updates.bottlerocket.aws/updatepolicies/finalizers": {"update"},
+		}},
+		{"bottlerocket-update-operator-agent-role", map[string][]string{
+			"updates.bottlerocket.aws/bottlerocketnodes":        {"get", "list", "watch"},
+			"updates.bottlerocket.aws/bottlerocketnodes/status": {"patch"},
+		}},
+	} {
+		t.Run(tc.role, func(t *testing.T) {
+			var role struct {
+				Rules []rbacv1.PolicyRule `json:"rules"`
+			}
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(find(t, "ClusterRole", tc.role).Object, &role); err != nil {
+				t.Fatalf("decoding %s: %v", tc.role, err)
+			}
+			if got := grantedVerbs(role.Rules); !maps.EqualFunc(got, tc.want, slices.Equal) {
+				t.Errorf("%s grants\n%v\nwant\n%v", tc.role, got, tc.want)
+			}
+		})
+	}
+}
+
+// grantedVerbs flattens rules into group/resource (names) → sorted verbs.
+func grantedVerbs(rules []rbacv1.PolicyRule) map[string][]string {
+	got := map[string][]string{}
+	for _, rule := range rules {
+		for _, group := range rule.APIGroups {
+			for _, res := range rule.Resources {
+				key := group + "/" + res
+				if len(rule.ResourceNames) > 0 {
+					key += " (" + strings.Join(rule.ResourceNames, ",") + ")"
+				}
+				got[key] = append(got[key], rule.Verbs...)
+			}
+		}
+	}
+	for k, verbs := range got {
+		slices.Sort(verbs)
+		got[k] = slices.Compact(verbs)
+	}
+	return got
 }
