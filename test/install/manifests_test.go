@@ -94,15 +94,8 @@ func TestPodSecurity(t *testing.T) {
 		{"DaemonSet", agentSA, namespace, true},
 	} {
 		t.Run(tc.kind+" in "+tc.namespace, func(t *testing.T) {
-			var workload struct {
-				Spec struct {
-					Template corev1.PodTemplateSpec `json:"template"`
-				} `json:"spec"`
-			}
-			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(find(t, tc.kind, tc.name).Object, &workload); err != nil {
-				t.Fatalf("decoding the pod template: %v", err)
-			}
-			pod := &corev1.Pod{ObjectMeta: workload.Spec.Template.ObjectMeta, Spec: workload.Spec.Template.Spec}
+			template := podTemplate(t, tc.kind, tc.name)
+			pod := &corev1.Pod{ObjectMeta: template.ObjectMeta, Spec: template.Spec}
 			pod.Name, pod.Namespace = "pod-security-check", tc.namespace
 			err := env.Client.Create(ctx, pod, client.DryRunAll)
 			switch {
@@ -117,6 +110,20 @@ func TestPodSecurity(t *testing.T) {
 	}
 }
 
+// podTemplate decodes the pod template of the manifest's workload of kind and name.
+func podTemplate(t *testing.T, kind, name string) corev1.PodTemplateSpec {
+	t.Helper()
+	var workload struct {
+		Spec struct {
+			Template corev1.PodTemplateSpec `json:"template"`
+		} `json:"spec"`
+	}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(find(t, kind, name).Object, &workload); err != nil {
+		t.Fatalf("decoding the pod template of %s %s: %v", kind, name, err)
+	}
+	return workload.Spec.Template
+}
+
 // TestWorkloadsKnowTheirNode checks that the controller and the agent are given the name of
 // the node they run on (NODE_NAME from spec.nodeName, the downward API): the agent drives
 // that node's host, and the controller updates its own node last in its wave.
@@ -126,15 +133,7 @@ func TestWorkloadsKnowTheirNode(t *testing.T) {
 		{"DaemonSet", agentSA},
 	} {
 		t.Run(tc.kind, func(t *testing.T) {
-			var workload struct {
-				Spec struct {
-					Template corev1.PodTemplateSpec `json:"template"`
-				} `json:"spec"`
-			}
-			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(find(t, tc.kind, tc.name).Object, &workload); err != nil {
-				t.Fatalf("decoding the pod template: %v", err)
-			}
-			for _, c := range workload.Spec.Template.Spec.Containers {
+			for _, c := range podTemplate(t, tc.kind, tc.name).Spec.Containers {
 				if !setsNodeName(c.Env) {
 					t.Errorf("container %s of %s %s does not set NODE_NAME from spec.nodeName", c.Name, tc.kind, tc.name)
 				}
