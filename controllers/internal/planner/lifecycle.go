@@ -313,8 +313,9 @@ func runsTarget(brn *v1alpha1.BottlerocketNode) health {
 
 // stable is the gate out of Stabilizing: the node is Ready, the agent still reports the
 // target running (a host that fell back, or that somebody rolled back, since it was verified
-// does not pass), its pods that should run (shouldRun) are Ready, no pod the policy calls blocking is on it, and the PodDisruptionBudgets of the pods evicted from it are
-// back to their desired healthy count.
+// does not pass), its pods that should run (shouldRun) are Ready, no pod the policy calls
+// blocking is on it, and the PodDisruptionBudgets of the pods evicted from it are back to
+// their desired healthy count.
 func stable(node *corev1.Node, brn *v1alpha1.BottlerocketNode, ev *Evidence, spec v1alpha1.HealthSpec) health {
 	if !kubeutil.NodeReady(node) {
 		return health{v1alpha1.ReasonNodeNotReady, "the Node is not Ready"}
