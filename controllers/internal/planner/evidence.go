@@ -58,8 +58,7 @@ type Probe struct {
 // target) or stabilized (once it is Ready), and the budgets it evicted from. Nodes not
 // governed any more are not probed: the plan releases them.
 func Probes(in Input) []Probe {
-	views := observe(in.Nodes)
-	passes := preparePolicies(&in, views)
+	passes := preparePolicies(&in, nil) // selectors only: no node is observed twice a pass
 	var probes []Probe
 	for i, ns := range in.Nodes {
 		brn := ns.BRN
@@ -75,7 +74,7 @@ func Probes(in Input) []Probe {
 		case v1alpha1.PhaseDraining:
 			probes = append(probes, Probe{Index: i, Drain: &passes[j].spec.Drain})
 		case v1alpha1.PhaseVerifying:
-			if ready && rebootFailure(brn) == nil && views[i].agent != nil && views[i].agent.CurrentVersion == brn.Spec.TargetVersion {
+			if ready && rebootFailure(brn) == nil && runsTarget(brn).ok() { // verify's gates before the pods
 				probes = append(probes, Probe{Index: i, Pods: true})
 			}
 		case v1alpha1.PhaseStabilizing:

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/kubectl/pkg/util/podutils"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
@@ -185,8 +186,6 @@ func (f *flight) drainHold(res *DrainEvidence) (v1alpha1.Reason, string) {
 	switch {
 	case res.Blocked != "" && res.Blocked != v1alpha1.ReasonEvictionBlocked:
 		return res.Blocked, res.Message
-	case res.Incomplete:
-		return v1alpha1.ReasonDrainRefused, "the eviction pass could not list the node's pods"
 	case !f.capacity:
 		return v1alpha1.ReasonNoCapacity, "no other node can take the evicted pods (every other node is cordoned or not Ready); drain.onTimeout decides at the deadline"
 	case res.Blocked != "":
@@ -291,7 +290,7 @@ func verify(node *corev1.Node, brn *v1alpha1.BottlerocketNode, ev *Evidence) hea
 		return notRead
 	}
 	for i := range ev.Pods {
-		if p := &ev.Pods[i]; ownedByDaemonSet(p) && shouldRun(p) && !podReady(p) {
+		if p := &ev.Pods[i]; ownedByDaemonSet(p) && shouldRun(p) && !podutils.IsPodReady(p) {
 			return health{v1alpha1.ReasonDaemonSetsNotReady, fmt.Sprintf("DaemonSet pod %s/%s is not Ready", p.Namespace, p.Name)}
 		}
 	}
@@ -335,7 +334,7 @@ func stable(node *corev1.Node, brn *v1alpha1.BottlerocketNode, ev *Evidence, spe
 		if blocking.Matches(labelsOf(p)) {
 			return health{v1alpha1.ReasonBlockingPod, fmt.Sprintf("blocking pod %s/%s is on the node", p.Namespace, p.Name)}
 		}
-		if shouldRun(p) && !podReady(p) {
+		if shouldRun(p) && !podutils.IsPodReady(p) {
 			return health{v1alpha1.ReasonPodsNotReady, fmt.Sprintf("pod %s/%s is not Ready", p.Namespace, p.Name)}
 		}
 	}
@@ -371,15 +370,6 @@ func shouldRun(pod *corev1.Pod) bool {
 		return false
 	}
 	return pod.DeletionTimestamp == nil
-}
-
-func podReady(pod *corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 func ownedByDaemonSet(pod *corev1.Pod) bool {

@@ -24,6 +24,19 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 // time, Ready again after the boot), and the controller's I/O (it answers Probes with evidence
 // and applies the plan: the BottlerocketNode, cordons). A fake clock moves on; the invariants
 // are checked at every step.
+//
+// Where each simulated behaviour comes from:
+//   - the API server bumps metadata.generation on every spec change of a custom resource with
+//     a status subresource (apiextensions-apiserver's customresource strategy, PrepareForUpdate),
+//     and the agent answers an intent by echoing that generation (agent/agent.go);
+//   - a reboot changes the host's boot ID (/proc/sys/kernel/random/boot_id is new at every boot,
+//     the kernel's random(4)); the Node is not Ready while the host is down (the kubelet stops
+//     posting NodeReady), and its pods are Ready again some time after it is back;
+//   - an activated image has one try: if it fails at boot, GRUB boots the old partition set
+//     and the host comes back on the old version (Bottlerocket's signpost, as summarised in
+//     the host API reference: "Reboot and boot-failure rollback");
+//   - the agent records the boot ID and versions before it reboots, and reports a boot on the
+//     old version as a failed Reboot with reason BootFallback (agent/agent.go).
 type simulation struct {
 	t       *testing.T
 	rng     *rand.Rand
