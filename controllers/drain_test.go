@@ -2,11 +2,13 @@ package controllers_test
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/onsi/gomega/types"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -170,6 +172,26 @@ var _ = Describe("Draining", func() {
 		Expect(podExists(ctx, pod)).To(BeTrue())
 	})
 
+	It("names a pod whose eviction an admission policy denies, and fails the node at drain.timeout", func(ctx SpecContext) {
+		f := newFleet()
+		f.addNode("worker", "Ubuntu 24.04.1 LTS") // capacity for the evicted pods
+		f.addPolicy("p", rolloutSpec(func(s *v1alpha1.UpdatePolicySpec) {
+			s.Drain.Timeout, s.Drain.OnTimeout = &metav1.Duration{Duration: time.Minute}, v1alpha1.DrainTimeoutAbort
+		}))
+		node := f.addBottlerocketNodes("a")[0]
+		pod := addPod(f.name("guarded"), node)
+		denyEvictionOf(ctx, pod, "not during business hours")
+		agentReady(node)
+		expectNode(node, v1alpha1.PhaseStaging)
+		agentStaged(node)
+		namesPod := message(ContainSubstring(podNS+"/"+pod.Name), ContainSubstring("not during business hours"))
+		expectNode(node, v1alpha1.PhaseDraining, reason(v1alpha1.ReasonDrainRefused), namesPod, cordonedByUs(true))
+		Expect(podExists(ctx, pod)).To(BeTrue(), "the admission policy keeps the pod")
+
+		f.clock.Step(time.Minute + time.Second)
+		expectNode(node, v1alpha1.PhaseFailed, reason(v1alpha1.ReasonDrainTimeout), namesPod, cordonedByUs(false))
+	})
+
 	DescribeTable("at drain.timeout",
 		func(ctx SpecContext, onTimeout v1alpha1.DrainTimeoutAction, phase v1alpha1.NodePhase, checks ...func(Gomega, *v1alpha1.BottlerocketNode)) {
 			f := newFleet()
@@ -220,4 +242,43 @@ func message(matchers ...types.GomegaMatcher) func(Gomega, *v1alpha1.Bottlerocke
 	return func(g Gomega, brn *v1alpha1.BottlerocketNode) {
 		g.Expect(brn.Status.Message).To(SatisfyAll(matchers...), "message of %s (reason %s)", brn.Name, brn.Status.Reason)
 	}
+}
+
+// denyEvictionOf installs a ValidatingAdmissionPolicy that denies every eviction of pod with
+// message, as an admission webhook guarding a workload would, and waits until the API server
+// applies it (a dry-run eviction is refused).
+func denyEvictionOf(ctx context.Context, pod *corev1.Pod, message string) {
+	GinkgoHelper()
+	name := "deny-eviction-" + pod.Name
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods/eviction"}},
+				},
+			}}},
+			Validations: []admissionregistrationv1.Validation{{
+				Expression: fmt.Sprintf("object.metadata.name != %q", pod.Name),
+				Message:    message,
+			}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+		},
+	}
+	for _, obj := range []client.Object{policy, binding} {
+		Expect(k8s.Create(ctx, obj)).To(Succeed())
+		DeferCleanup(func(ctx SpecContext) { Expect(client.IgnoreNotFound(k8s.Delete(ctx, obj))).To(Succeed()) })
+	}
+	eviction := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name}}
+	dryRun := &client.SubResourceCreateOptions{CreateOptions: client.CreateOptions{DryRun: []string{metav1.DryRunAll}}}
+	Eventually(func() error { return k8s.SubResource("eviction").Create(ctx, pod, eviction, dryRun) }).
+		Should(MatchError(ContainSubstring(message)))
 }
