@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
@@ -19,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -36,7 +40,7 @@ type Host interface {
 	OS(ctx context.Context) (hostapi.OSInfo, error)
 	Status(ctx context.Context) (*hostapi.UpdateStatus, error)
 	Refresh(ctx context.Context) error
-	Prepare(ctx context.Context) error
+	PrepareOutput(ctx context.Context) (string, error)
 	Activate(ctx context.Context) error
 	Deactivate(ctx context.Context) error
 	Reboot(ctx context.Context) error
@@ -49,6 +53,10 @@ type Agent struct {
 	// Client reads the node's BottlerocketNode (from a cache holding only that object) and
 	// writes its status.agent.
 	Client client.Client
+	// APIReader reads the node's BottlerocketNode from the API server itself, right before an
+	// irreversible step (activate, reboot), so that a withdrawn intent is never carried out
+	// from a stale cache. Default: Client.
+	APIReader client.Reader
 	// Host is the host's update API.
 	Host Host
 	// NodeName is the node the agent runs on.
@@ -62,10 +70,50 @@ type Agent struct {
 	// jittered by up to 20% so that a fleet does not refresh in step.
 	RefreshInterval time.Duration
 	// RetryInterval is how soon the agent looks again when the host is unreachable (for
-	// example while it reboots).
+	// example while it reboots), refuses a reboot, or is shutting down. Default 5s.
 	RetryInterval time.Duration
+	// SettleTimeout bounds how long the agent refreshes again after pinning the host before it
+	// concludes the host is not offered the target: a host applies new settings after it
+	// answered them. Default 30s.
+	SettleTimeout time.Duration
+	// SettleDelay is how soon the list of updates is refreshed again after the agent turned
+	// ignore-waves on, so that the report shows what the host is offered with it. Default 5s.
+	SettleDelay time.Duration
+	// RebootAttempts is how many reboot requests the host may refuse (a shutdown inhibitor),
+	// RetryInterval apart, before the reboot is reported failed with the host's words.
+	// Default 3.
+	RebootAttempts int
+	// RebootGrace bounds how long a host that accepted a reboot may keep running the same boot
+	// before the reboot is reported failed. Default 15m.
+	RebootGrace time.Duration
+	// StuckAfter is how long one pass may work before the liveness check (Healthz) fails: the
+	// longest host command (prepare, 10 minutes) and then some. Default 15m.
+	StuckAfter time.Duration
 
 	nextRefresh time.Time
+	// settleAt, when set, is when the list is refreshed again because the host's settings
+	// changed (or may have, just before this process started): the host applies them late.
+	settleAt time.Time
+	started  bool
+	refusals int // reboot requests the host refused for the current reboot record
+
+	mu        sync.Mutex
+	published *published // the last report the agent wrote: it is status.agent's only writer
+	pass      *pass      // the pass in progress
+}
+
+// published is a report the agent wrote, and the object it wrote it to.
+type published struct {
+	uid    types.UID
+	report *v1alpha1.AgentStatus
+}
+
+// pass is one Reconcile at work: when it began, for which spec generation, and how to stop
+// it when the intent changes under it.
+type pass struct {
+	since      time.Time
+	generation int64
+	cancel     context.CancelFunc
 }
 
 // CacheOptions restricts the agent's cache to its own node's BottlerocketNode, so that its
@@ -81,16 +129,70 @@ func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 	if a.Clock == nil {
 		return errors.New("the agent needs a Clock (clock.RealClock{} outside tests)")
 	}
-	if a.RetryInterval == 0 {
-		a.RetryInterval = 5 * time.Second
+	a.defaults()
+	if a.APIReader == nil {
+		a.APIReader = mgr.GetAPIReader()
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("agent").
 		For(&v1alpha1.BottlerocketNode{}, builder.WithPredicates(
-			predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetName() == a.NodeName }))).
+			predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetName() == a.NodeName }),
+			predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool { a.interrupt(e.ObjectNew); return true }})).
 		// One process may hold many agents (a simulated fleet), each with its own manager.
 		WithOptions(controller.Options{MaxConcurrentReconciles: 1, SkipNameValidation: ptr.To(true)}).
 		Complete(a)
+}
+
+func (a *Agent) defaults() {
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&a.RetryInterval, 5 * time.Second}, {&a.SettleTimeout, 30 * time.Second}, {&a.SettleDelay, 5 * time.Second},
+		{&a.RebootGrace, 15 * time.Minute}, {&a.StuckAfter, 15 * time.Minute}} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if a.RebootAttempts == 0 {
+		a.RebootAttempts = 3
+	}
+}
+
+// interrupt stops the pass in progress when the intent it works on changed: a host command
+// it waits for goes on on the host, and the next pass serves the new intent.
+func (a *Agent) interrupt(o client.Object) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.pass != nil && o.GetName() == a.NodeName && o.GetGeneration() != a.pass.generation {
+		a.pass.cancel()
+	}
+}
+
+// begin records the pass in progress; end must be called when it is over.
+func (a *Agent) begin(ctx context.Context, generation int64) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	a.mu.Lock()
+	a.pass = &pass{since: a.Clock.Now(), generation: generation, cancel: cancel}
+	a.mu.Unlock()
+	return ctx, func() {
+		a.mu.Lock()
+		a.pass = nil
+		a.mu.Unlock()
+		cancel()
+	}
+}
+
+// Healthz is the agent's liveness check: it fails while one pass has been working for longer
+// than StuckAfter, which no bounded host call takes.
+func (a *Agent) Healthz(*http.Request) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.pass != nil {
+		if busy := a.Clock.Since(a.pass.since); busy > a.StuckAfter {
+			return fmt.Errorf("the agent's worker has been busy for %s (limit %s)", busy.Round(time.Second), a.StuckAfter)
+		}
+	}
+	return nil
 }
 
 // Reconcile observes the host, carries out the intent in spec, and reports what changed.
@@ -106,27 +208,57 @@ func (a *Agent) Reconcile(ctx context.Context, req reconcile.Request) (reconcile
 		}
 		return reconcile.Result{}, fmt.Errorf("reading BottlerocketNode %s: %w", a.NodeName, err)
 	}
+	stepCtx, end := a.begin(ctx, brn.Generation)
+	defer end()
 
-	previous := brn.Status.Agent.DeepCopy()
-	if previous == nil {
-		previous = &v1alpha1.AgentStatus{}
+	previous := a.lastReport(&brn)
+	for {
+		report := previous.DeepCopy()
+		err := a.step(stepCtx, &brn, report)
+		if perr := a.publish(ctx, &brn, previous, report); perr != nil {
+			return reconcile.Result{}, errors.Join(err, perr)
+		}
+		previous = report
+		switch {
+		case errors.Is(err, errRecordFirst):
+			continue // recorded before acting on the host: now act
+		case errors.Is(err, errStale) || stepCtx.Err() != nil && ctx.Err() == nil:
+			logger.Info("The intent changed while the agent worked on it; serving the new one", "error", err.Error())
+			return reconcile.Result{}, nil
+		case errors.Is(err, errWait):
+			return reconcile.Result{RequeueAfter: a.RetryInterval}, nil
+		case transient(err):
+			logger.Info("Host API not answering; will look again", "error", err.Error(), "after", a.RetryInterval)
+			return reconcile.Result{RequeueAfter: a.RetryInterval}, nil
+		case err != nil:
+			return reconcile.Result{}, err
+		}
+		next := a.nextRefresh
+		if !a.settleAt.IsZero() && a.settleAt.Before(next) {
+			next = a.settleAt
+		}
+		// At least a moment: a wait that passed while this pass worked is still to be served.
+		return reconcile.Result{RequeueAfter: max(next.Sub(a.Clock.Now()), time.Millisecond)}, nil
 	}
-	report := previous.DeepCopy()
-	err := a.step(ctx, &brn, report)
-	if perr := a.publish(ctx, previous, report); perr != nil {
-		return reconcile.Result{}, errors.Join(err, perr)
+}
+
+func transient(err error) bool {
+	return errors.Is(err, hostapi.ErrUnavailable) || errors.Is(err, hostapi.ErrLocked) ||
+		errors.Is(err, hostapi.ErrOutcomeUnknown) || errors.Is(err, hostapi.ErrCommandTimeout) || hostapi.IsServerError(err)
+}
+
+// lastReport is the agent's last report on brn: the one it wrote last (its cache may not have
+// caught up with it yet), or, for an object it has not written to, the one brn carries.
+func (a *Agent) lastReport(brn *v1alpha1.BottlerocketNode) *v1alpha1.AgentStatus {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.published != nil && a.published.uid == brn.UID {
+		return a.published.report.DeepCopy()
 	}
-	switch {
-	case errors.Is(err, errRecordFirst):
-		// The published record comes back through the watch, which runs the next step.
-		return reconcile.Result{}, nil
-	case errors.Is(err, hostapi.ErrUnavailable) || errors.Is(err, hostapi.ErrLocked) || errors.Is(err, hostapi.ErrOutcomeUnknown) || hostapi.IsServerError(err):
-		logger.Info("Host API not answering; will look again", "error", err.Error(), "after", a.RetryInterval)
-		return reconcile.Result{RequeueAfter: a.RetryInterval}, nil
-	case err != nil:
-		return reconcile.Result{}, err
+	if brn.Status.Agent != nil {
+		return brn.Status.Agent.DeepCopy()
 	}
-	return reconcile.Result{RequeueAfter: a.nextRefresh.Sub(a.Clock.Now())}, nil
+	return &v1alpha1.AgentStatus{}
 }
 
 // step observes the host and acts on the intent, recording everything in report.
@@ -144,16 +276,23 @@ func (a *Agent) step(ctx context.Context, brn *v1alpha1.BottlerocketNode, report
 
 // observation is what the agent learned from the host in this pass.
 type observation struct {
-	status   *hostapi.UpdateStatus
+	status   *hostapi.UpdateStatus // nil while a command holds the host's update lock
 	settings hostapi.UpdateSettings
 }
 
+// errHostBusy: the intent needs the host's update status, and a command holds its lock.
+var errHostBusy = fmt.Errorf("the host's update status is unknown while a command runs: %w", hostapi.ErrLocked)
+
 // observe reads the host (refreshing its list when due, asked for, or lost at a reboot) and
-// records the facts in report. It also recognises a reboot the agent asked for.
+// records the facts in report. It also recognises a reboot the agent asked for, and keeps the
+// host's wave setting as governance wants it.
 func (a *Agent) observe(ctx context.Context, brn *v1alpha1.BottlerocketNode, report *v1alpha1.AgentStatus) (*observation, error) {
 	osInfo, err := a.Host.OS(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("reading the host's OS release: %w", err)
+	}
+	if !v1alpha1.IsReleaseVersion(osInfo.VersionID) {
+		return nil, fmt.Errorf("the host reports version %q, which is not a release version", osInfo.VersionID)
 	}
 	bootID, err := a.bootID()
 	if err != nil {
@@ -166,27 +305,84 @@ func (a *Agent) observe(ctx context.Context, brn *v1alpha1.BottlerocketNode, rep
 	if err != nil {
 		return nil, fmt.Errorf("reading the host's update settings: %w", err)
 	}
-	// A host that is no longer governed follows its own releases again. This comes before any
-	// refresh: the host chooses its update from the settings it has when it refreshes.
-	if brn.Spec.Policy == "" && (settings.VersionLock != hostapi.VersionLockLatest || settings.IgnoreWaves) {
-		if err := a.Host.SetUpdateSettings(ctx, hostapi.VersionLockLatest, false); err != nil {
-			return nil, fmt.Errorf("releasing the host's version lock: %w", err)
-		}
-		settings = hostapi.UpdateSettings{VersionLock: hostapi.VersionLockLatest}
-		log.FromContext(ctx).Info("Released the host's version lock: node no longer governed")
+	changed, err := a.govern(ctx, brn, report, &settings)
+	if err != nil {
+		return nil, err
 	}
 
 	status, err := a.Host.Status(ctx)
-	refreshDue := !a.Clock.Now().Before(a.nextRefresh) || brn.Spec.RefreshRequest != report.RefreshRequest
+	now := a.Clock.Now()
+	settling := !a.settleAt.IsZero() && !now.Before(a.settleAt)
+	refreshDue := changed || settling || !now.Before(a.nextRefresh) || brn.Spec.RefreshRequest != report.RefreshRequest
 	if errors.Is(err, hostapi.ErrStatusUninitialized) || (err == nil && refreshDue) {
 		status, err = a.refresh(ctx)
 		report.RefreshRequest = brn.Spec.RefreshRequest
+		if err == nil && settling {
+			a.settleAt = time.Time{}
+		}
+	}
+	if errors.Is(err, hostapi.ErrLocked) {
+		// A command holds the host's update lock (perhaps one the agent stopped waiting for):
+		// the status is unknown until it ends. An intent that needs it waits; None does not.
+		log.FromContext(ctx).Info("The host's update lock is held; its update status is unknown for now", "error", err.Error())
+		return &observation{settings: settings}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading the host's update status: %w", err)
 	}
-	recordStatus(report, status)
+	recordStatus(ctx, report, status)
 	return &observation{status: status, settings: settings}, nil
+}
+
+// govern turns ignore-waves on for a governed host (the operator orders the fleet, not
+// Bottlerocket's waves, and must see every release the host could take), and gives a host no
+// longer governed its own settings back — only if the agent changed them, and as it found
+// them. It reports whether it changed the host's settings.
+func (a *Agent) govern(ctx context.Context, brn *v1alpha1.BottlerocketNode, report *v1alpha1.AgentStatus, settings *hostapi.UpdateSettings) (bool, error) {
+	logger := log.FromContext(ctx)
+	if !a.started {
+		// A change made just before this process started may not have taken effect yet.
+		a.started, a.settleAt = true, a.Clock.Now().Add(a.SettleDelay)
+	}
+	switch governed := brn.Spec.Policy != ""; {
+	case governed && !settings.IgnoreWaves:
+		if err := rememberOwner(report, *settings); err != nil {
+			return false, err
+		}
+		// The host applies settings after it answered (and this pass may be cut short after
+		// the change): whatever happens, the list is refreshed again after SettleDelay.
+		a.settleAt = a.Clock.Now().Add(a.SettleDelay)
+		if err := a.Host.SetUpdateSettings(ctx, settings.VersionLock, true); err != nil {
+			return false, fmt.Errorf("turning the host's ignore-waves on: %w", err)
+		}
+		settings.IgnoreWaves = true
+		logger.Info("Turned the host's ignore-waves on: the operator orders the fleet's updates", "policy", brn.Spec.Policy)
+		return true, nil
+	case !governed && report.OwnerSettings != nil:
+		own := *report.OwnerSettings
+		if settings.VersionLock != own.VersionLock || settings.IgnoreWaves != own.IgnoreWaves {
+			a.settleAt = a.Clock.Now().Add(a.SettleDelay)
+			if err := a.Host.SetUpdateSettings(ctx, own.VersionLock, own.IgnoreWaves); err != nil {
+				return false, fmt.Errorf("restoring the host's own update settings: %w", err)
+			}
+			*settings = hostapi.UpdateSettings{VersionLock: own.VersionLock, IgnoreWaves: own.IgnoreWaves}
+			logger.Info("Gave the host its own update settings back: node no longer governed",
+				"versionLock", own.VersionLock, "ignoreWaves", own.IgnoreWaves)
+		}
+		report.OwnerSettings = nil
+		return true, nil
+	}
+	return false, nil
+}
+
+// rememberOwner records the host's own settings before the agent first changes them; the
+// record is published before the change (errRecordFirst), so a crash cannot lose it.
+func rememberOwner(report *v1alpha1.AgentStatus, s hostapi.UpdateSettings) error {
+	if report.OwnerSettings != nil {
+		return nil
+	}
+	report.OwnerSettings = &v1alpha1.HostUpdateSettings{VersionLock: s.VersionLock, IgnoreWaves: s.IgnoreWaves}
+	return errRecordFirst
 }
 
 // refresh asks the host to re-read its update repository and returns the new status.
@@ -198,16 +394,25 @@ func (a *Agent) refresh(ctx context.Context) (*hostapi.UpdateStatus, error) {
 	return a.Host.Status(ctx)
 }
 
-// recordStatus copies the host's update status into report.
-func recordStatus(report *v1alpha1.AgentStatus, st *hostapi.UpdateStatus) {
+// recordStatus copies the host's update status into report; versions that are not release
+// versions are left out, so that no host can put anything else before the controller.
+func recordStatus(ctx context.Context, report *v1alpha1.AgentStatus, st *hostapi.UpdateStatus) {
 	report.UpdateState = v1alpha1.HostUpdateState(st.State)
 	if report.UpdateState == "" {
 		report.UpdateState = v1alpha1.HostStateUnknown
 	}
-	report.AvailableVersions = newestFirst(st.AvailableUpdates, 64)
+	valid := make([]string, 0, len(st.AvailableUpdates))
+	for _, v := range st.AvailableUpdates {
+		if v1alpha1.IsReleaseVersion(v) {
+			valid = append(valid, v)
+		} else {
+			log.FromContext(ctx).Info("Left out a version the host lists that is not a release version", "version", v)
+		}
+	}
+	report.AvailableVersions = newestFirst(valid, 64)
 	report.StagedVersion = ""
-	if st.State == hostapi.StateStaged || st.State == hostapi.StateReady {
-		report.StagedVersion = st.StagedVersion()
+	if staged := st.StagedVersion(); (st.State == hostapi.StateStaged || st.State == hostapi.StateReady) && v1alpha1.IsReleaseVersion(staged) {
+		report.StagedVersion = staged
 	}
 }
 
@@ -257,8 +462,8 @@ func inProgress(last *v1alpha1.AgentAction, action v1alpha1.NodeAction) bool {
 }
 
 // NewManager returns a manager running the agent a: its cache holds only a's node's
-// BottlerocketNode, and a reads and writes through it. opts gives the rest (scheme, metrics
-// and probe addresses).
+// BottlerocketNode, and a reads and writes through it; its liveness check is a.Healthz.
+// opts gives the rest (scheme, metrics and probe addresses).
 func NewManager(cfg *rest.Config, a *Agent, opts ctrl.Options) (ctrl.Manager, error) {
 	opts.Cache = CacheOptions(a.NodeName)
 	mgr, err := ctrl.NewManager(cfg, opts)
@@ -268,6 +473,9 @@ func NewManager(cfg *rest.Config, a *Agent, opts ctrl.Options) (ctrl.Manager, er
 	a.Client = mgr.GetClient()
 	if err := a.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the agent: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("worker", a.Healthz); err != nil {
+		return nil, fmt.Errorf("adding the agent's liveness check: %w", err)
 	}
 	return mgr, nil
 }

@@ -47,7 +47,9 @@ var _ = Describe("Reporting", func() {
 	It("writes nothing while idle, and exactly once when a new release appears", func(ctx SpecContext) {
 		n := newNode(fleetHost())
 		n.startAgent(20 * time.Millisecond)
-		Eventually(func(g Gomega) { g.Expect(n.report(g).CurrentVersion).To(Equal("1.25.0")) }).Should(Succeed())
+		// Settled: ignore-waves on, and the list refreshed again once it took effect.
+		Eventually(func(g Gomega) { g.Expect(n.report(g).AvailableVersions).To(ContainElement("1.26.0")) }).Should(Succeed())
+		Eventually(func() bool { return n.host.State().AppliedIgnoreWaves }).Should(BeTrue())
 		Eventually(n.calls.refreshes.Load).Should(BeNumerically(">=", 2))
 
 		writes := agentWrites(n.name)
@@ -95,9 +97,9 @@ var _ = Describe("Stage", func() {
 		Eventually(func(g Gomega) { g.Expect(n.report(g).StagedVersion).To(Equal("1.26.0")) }).Should(Succeed())
 	})
 
-	It("stages a release the host's own waves withhold, since it ignores them", func() {
+	It("stages a release the host's own waves have not reached, since it ignores them", func() {
 		cfg := fleetHost()
-		cfg.Releases = []hostsim.Release{{Version: "1.26.0", Withheld: true}, {Version: "1.25.0"}}
+		cfg.Seed = hostsim.Seed(1500) // the release was published just now: this host's wave comes in days
 		n := newNode(cfg)
 		n.startAgent(hour)
 		n.intend(v1alpha1.ActionStage, "1.26.0")
@@ -289,23 +291,46 @@ var _ = Describe("None", func() {
 		n.startAgent(hour)
 		n.intend(v1alpha1.ActionStage, "1.26.0")
 		Expect(n.lastAction(v1alpha1.ActionStage).Result).To(Equal(v1alpha1.ActionSucceeded))
-		Expect(hostapi.New(n.socket, clock.RealClock{}).Activate(ctx)).To(Succeed())
+		// Someone activates it by hand (retried: the agent's own refreshes may run meanwhile).
+		Eventually(func() hostapi.UpdateState {
+			_ = hostapi.New(n.socket, clock.RealClock{}).Activate(ctx)
+			return n.host.State().UpdateState
+		}).Should(Equal(hostapi.StateReady))
 		n.intend(v1alpha1.ActionNone, "")
 		Expect(n.host.WaitFor(ctx, func(s hostsim.State) bool { return s.UpdateState == hostapi.StateStaged })).To(Succeed())
 		Expect(n.host.State().Boots).To(Equal(1))
 	})
 
-	It("gives the host back its own update choice when the node is no longer governed", func(ctx SpecContext) {
-		n := newNode(fleetHost())
+	It("gives the host back its own update settings, as it found them, when the node is no longer governed", func(ctx SpecContext) {
+		cfg := fleetHost()
+		cfg.VersionLock = "1.25.0" // the owner pinned the host to what it runs
+		n := newNode(cfg)
 		n.startAgent(hour)
 		n.intend(v1alpha1.ActionStage, "1.26.0")
 		Expect(n.lastAction(v1alpha1.ActionStage).Result).To(Equal(v1alpha1.ActionSucceeded))
+		Expect(n.report(Default).OwnerSettings).To(Equal(&v1alpha1.HostUpdateSettings{VersionLock: "1.25.0"}))
 		Eventually(func(g Gomega) {
 			brn := n.get(g)
 			brn.Spec = v1alpha1.BottlerocketNodeSpec{Action: v1alpha1.ActionNone}
 			g.Expect(env.Client.Update(ctx, brn)).To(Succeed())
 		}).Should(Succeed())
-		Expect(n.host.WaitFor(ctx, func(s hostsim.State) bool { return s.VersionLock == "latest" && !s.IgnoreWaves })).To(Succeed())
+		Expect(n.host.WaitFor(ctx, func(s hostsim.State) bool { return s.VersionLock == "1.25.0" && !s.IgnoreWaves })).To(Succeed())
+		Eventually(func(g Gomega) { g.Expect(n.report(g).OwnerSettings).To(BeNil()) }).Should(Succeed())
+	})
+
+	It("leaves the settings of a host it never changed alone", func(ctx SpecContext) {
+		cfg := fleetHost()
+		cfg.VersionLock, cfg.IgnoreWaves = "1.24.2", true // the owner's own rollback
+		n := newNode(cfg)
+		Eventually(func(g Gomega) {
+			brn := n.get(g)
+			brn.Spec.Policy = "" // not governed
+			g.Expect(env.Client.Update(ctx, brn)).To(Succeed())
+		}).Should(Succeed())
+		n.startAgent(20 * time.Millisecond)
+		Eventually(n.calls.refreshes.Load).Should(BeNumerically(">=", 5))
+		Expect(n.host.State().VersionLock).To(Equal("1.24.2"))
+		Expect(n.host.State().IgnoreWaves).To(BeTrue())
 	})
 })
 

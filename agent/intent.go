@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
@@ -15,6 +18,9 @@ import (
 // status, the spec, and what the agent recorded before rebooting, so a restart at any point
 // resumes without doing twice what must not be done twice.
 func (a *Agent) act(ctx context.Context, brn *v1alpha1.BottlerocketNode, obs *observation, report *v1alpha1.AgentStatus) error {
+	if obs.status == nil && (brn.Spec.Action == v1alpha1.ActionStage || brn.Spec.Action == v1alpha1.ActionReboot) {
+		return errHostBusy
+	}
 	switch brn.Spec.Action {
 	case v1alpha1.ActionStage:
 		report.RebootRecord = nil
@@ -35,12 +41,13 @@ func gaveUp(report *v1alpha1.AgentStatus, brn *v1alpha1.BottlerocketNode) bool {
 		last.Result == v1alpha1.ActionFailed && report.ObservedGeneration == brn.Generation
 }
 
-// stage locks the host to target, refreshes and prepares it while workloads still run.
+// stage pins the host to target, waits until its choice follows the pin, and prepares it while
+// workloads still run.
 func (a *Agent) stage(ctx context.Context, brn *v1alpha1.BottlerocketNode, obs *observation, report *v1alpha1.AgentStatus) error {
 	target := brn.Spec.TargetVersion
-	if report.CurrentVersion == target || report.StagedVersion == target {
+	if report.CurrentVersion == target || report.StagedVersion == target && succeeded(report.LastAction, v1alpha1.ActionStage, target) {
 		if !succeeded(report.LastAction, v1alpha1.ActionStage, target) {
-			report.LastAction = a.result(v1alpha1.ActionStage, target, v1alpha1.ActionSucceeded, "", "target staged")
+			report.LastAction = a.result(v1alpha1.ActionStage, target, v1alpha1.ActionSucceeded, "", "the host runs the target")
 		}
 		return nil
 	}
@@ -48,34 +55,39 @@ func (a *Agent) stage(ctx context.Context, brn *v1alpha1.BottlerocketNode, obs *
 		return nil
 	}
 	logger := log.FromContext(ctx).WithValues("action", v1alpha1.ActionStage, "target", target)
-	// Prepare re-reads the settings, and refresh chooses by them: lock first, then refresh.
 	if obs.settings.VersionLock != target || !obs.settings.IgnoreWaves {
-		if err := a.Host.SetUpdateSettings(ctx, target, true); err != nil {
-			return fmt.Errorf("locking the host to %s: %w", target, err)
+		if err := rememberOwner(report, obs.settings); err != nil {
+			return err
 		}
-		logger.Info("Locked the host to the target")
+		if err := a.Host.SetUpdateSettings(ctx, target, true); err != nil {
+			return fmt.Errorf("pinning the host to %s: %w", target, err)
+		}
+		logger.Info("Pinned the host to the target")
 	}
-	st, err := a.refresh(ctx)
+	st, err := a.settle(ctx, target)
 	if err != nil {
 		return err
 	}
-	recordStatus(report, st)
+	recordStatus(ctx, report, st)
 	if st.ChosenVersion() != target {
 		report.LastAction = a.result(v1alpha1.ActionStage, target, v1alpha1.ActionFailed, v1alpha1.ReasonStageFailed,
-			fmt.Sprintf("the host's update repository does not offer %s (offered: %v)", target, st.AvailableUpdates))
+			fmt.Sprintf("the host's update repository does not offer %s (offered: %v; pinned, waves ignored, for %s)", target, st.AvailableUpdates, a.SettleTimeout))
 		return nil
 	}
 	logger.Info("Preparing the update")
-	if err := a.Host.Prepare(ctx); err != nil {
+	said, err := a.Host.PrepareOutput(ctx)
+	if err != nil {
 		return a.failed(report, v1alpha1.ActionStage, target, v1alpha1.ReasonStageFailed, "prepare-update", err)
 	}
 	if st, err = a.Host.Status(ctx); err != nil {
 		return fmt.Errorf("reading the host's update status after prepare: %w", err)
 	}
-	recordStatus(report, st)
-	if report.StagedVersion != target {
+	recordStatus(ctx, report, st)
+	// The host records the refresh-time choice as staged whatever its downloader did; the
+	// downloader's words say what it wrote.
+	if report.StagedVersion != target || !strings.Contains(said, "Starting update to "+target) {
 		report.LastAction = a.result(v1alpha1.ActionStage, target, v1alpha1.ActionFailed, v1alpha1.ReasonStageFailed,
-			fmt.Sprintf("prepare-update staged %q, not %s", report.StagedVersion, target))
+			fmt.Sprintf("prepare-update did not write %s: the host said %q", target, strings.TrimSpace(said)))
 		return nil
 	}
 	report.LastAction = a.result(v1alpha1.ActionStage, target, v1alpha1.ActionSucceeded, "", "target staged")
@@ -83,9 +95,46 @@ func (a *Agent) stage(ctx context.Context, brn *v1alpha1.BottlerocketNode, obs *
 	return nil
 }
 
-// reboot records the boot ID and version, activates the staged target and reboots. A reboot
-// already recorded for this target is never repeated: after the host came back, its outcome
-// (success or fallback) was settled by recognizeReboot.
+// settle refreshes the host until it chooses want, for at most SettleTimeout: the host applies
+// settings after it answered them, so the first refresh may still choose by the old ones.
+func (a *Agent) settle(ctx context.Context, want string) (*hostapi.UpdateStatus, error) {
+	deadline := a.Clock.Now().Add(a.SettleTimeout)
+	delay := 100 * time.Millisecond
+	for {
+		st, err := a.refresh(ctx)
+		if err != nil || st.ChosenVersion() == want || !a.Clock.Now().Before(deadline) {
+			return st, err
+		}
+		if err := a.sleep(ctx, min(delay, deadline.Sub(a.Clock.Now()))); err != nil {
+			return nil, fmt.Errorf("waiting for the host's settings to take effect: %w", err)
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// sleep waits d on the agent's clock, or until ctx ends.
+func (a *Agent) sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := a.Clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C():
+		return nil
+	}
+}
+
+// errWait asks Reconcile to look again after RetryInterval: the host is shutting down after it
+// accepted a reboot, or refused one that is to be asked again.
+var errWait = errors.New("waiting for the host")
+
+// reboot records the boot ID and version, activates the staged target and reboots — once: a
+// reboot the host accepted is not asked again while the host shuts down, one it refuses is
+// asked RebootAttempts times, and after the host came back its outcome (success or fallback)
+// was settled by recognizeReboot.
 func (a *Agent) reboot(ctx context.Context, brn *v1alpha1.BottlerocketNode, obs *observation, report *v1alpha1.AgentStatus) error {
 	target, rec := brn.Spec.TargetVersion, report.RebootRecord
 	if rec != nil && rec.ToVersion == target && rec.BootID != report.BootID {
@@ -97,11 +146,11 @@ func (a *Agent) reboot(ctx context.Context, brn *v1alpha1.BottlerocketNode, obs 
 		}
 		return nil
 	}
-	if rec == nil && gaveUp(report, brn) {
-		return nil // failed before rebooting; the controller decides what next
+	if gaveUp(report, brn) {
+		return nil // failed; the controller decides what next
 	}
-	logger := log.FromContext(ctx).WithValues("action", v1alpha1.ActionReboot, "target", target)
 	if report.StagedVersion != target {
+		report.RebootRecord = nil
 		report.LastAction = a.result(v1alpha1.ActionReboot, target, v1alpha1.ActionFailed, v1alpha1.ReasonRebootFailed,
 			fmt.Sprintf("cannot reboot into %s: the host has %q staged (state %s)", target, report.StagedVersion, report.UpdateState))
 		return nil
@@ -113,29 +162,86 @@ func (a *Agent) reboot(ctx context.Context, brn *v1alpha1.BottlerocketNode, obs 
 			BootID: report.BootID, FromVersion: report.CurrentVersion, ToVersion: target, Time: metaNow(a.Clock),
 		}
 		report.LastAction = a.result(v1alpha1.ActionReboot, target, v1alpha1.ActionInProgress, "", "rebooting into "+target)
+		a.refusals = 0
 		return errRecordFirst
+	}
+	if rec.AcceptedTime != nil {
+		return a.awaitShutdown(report, target, rec)
+	}
+	if err := a.stillWanted(ctx, brn); err != nil {
+		return err
 	}
 	if obs.status.State == hostapi.StateStaged {
 		if err := a.Host.Activate(ctx); err != nil {
 			report.RebootRecord = nil
 			return a.failed(report, v1alpha1.ActionReboot, target, v1alpha1.ReasonRebootFailed, "activate-update", err)
 		}
-		logger.Info("Activated the update")
+		log.FromContext(ctx).Info("Activated the update", "target", target)
 	}
+	return a.askReboot(ctx, report, target)
+}
+
+// askReboot asks the host to reboot and records the answer.
+func (a *Agent) askReboot(ctx context.Context, report *v1alpha1.AgentStatus, target string) error {
+	logger := log.FromContext(ctx).WithValues("action", v1alpha1.ActionReboot, "target", target)
 	logger.Info("Rebooting the host")
-	if err := a.Host.Reboot(ctx); err != nil {
-		return fmt.Errorf("rebooting the host: %w", err)
+	err := a.Host.Reboot(ctx)
+	switch {
+	case err == nil:
+		now := metaNow(a.Clock)
+		report.RebootRecord.AcceptedTime = &now
+		return errRecordFirst
+	case hostapi.IsServerError(err):
+		a.refusals++
+		if a.refusals < a.RebootAttempts {
+			logger.Info("The host refused to reboot; asking again", "error", err.Error(), "attempt", a.refusals, "of", a.RebootAttempts)
+			return errWait
+		}
+		report.LastAction = a.result(v1alpha1.ActionReboot, target, v1alpha1.ActionFailed, v1alpha1.ReasonRebootFailed,
+			fmt.Sprintf("the host refused to reboot %d times: %v", a.refusals, err))
+		report.RebootRecord = nil
+		return nil
+	}
+	return fmt.Errorf("rebooting the host: %w", err)
+}
+
+// awaitShutdown waits, bounded by RebootGrace, for a host that accepted a reboot to go down.
+func (a *Agent) awaitShutdown(report *v1alpha1.AgentStatus, target string, rec *v1alpha1.RebootRecord) error {
+	if a.Clock.Since(rec.AcceptedTime.Time) < a.RebootGrace {
+		return errWait
+	}
+	report.LastAction = a.result(v1alpha1.ActionReboot, target, v1alpha1.ActionFailed, v1alpha1.ReasonRebootFailed,
+		fmt.Sprintf("the host accepted the reboot at %s but still runs the same boot (%s) after %s",
+			rec.AcceptedTime.UTC().Format(time.RFC3339), rec.BootID, a.RebootGrace))
+	report.RebootRecord = nil
+	return nil
+}
+
+// stillWanted reads the intent from the API server itself right before an irreversible step:
+// a cache can lag, and a withdrawn intent must not be carried out.
+func (a *Agent) stillWanted(ctx context.Context, brn *v1alpha1.BottlerocketNode) error {
+	var fresh v1alpha1.BottlerocketNode
+	if err := a.APIReader.Get(ctx, client.ObjectKey{Name: a.NodeName}, &fresh); err != nil {
+		return fmt.Errorf("re-reading the intent before rebooting: %w", err)
+	}
+	if fresh.UID != brn.UID || fresh.Generation != brn.Generation {
+		return fmt.Errorf("%w: the intent changed (generation %d, was %d); not rebooting", errStale, fresh.Generation, brn.Generation)
 	}
 	return nil
 }
 
-// errRecordFirst asks Reconcile to publish the reboot record and come back before rebooting.
-var errRecordFirst = errors.New("reboot record to be published before rebooting")
+// errStale means the pass acted on an intent that has since changed; the next pass serves the
+// new one.
+var errStale = errors.New("stale intent")
+
+// errRecordFirst asks Reconcile to publish the report and go on: what it records must be
+// written down before the host changes.
+var errRecordFirst = errors.New("record to be published before acting on the host")
 
 // stand is the None intent: nothing disruptive. An update activated but not rebooted into is
 // no longer wanted and is deactivated.
 func (a *Agent) stand(ctx context.Context, obs *observation, report *v1alpha1.AgentStatus) error {
-	if obs.status.State != hostapi.StateReady {
+	if obs.status == nil || obs.status.State != hostapi.StateReady { // a host running a command is not Ready
 		return nil
 	}
 	if err := a.Host.Deactivate(ctx); err != nil {
@@ -146,14 +252,15 @@ func (a *Agent) stand(ctx context.Context, obs *observation, report *v1alpha1.Ag
 	if err != nil {
 		return fmt.Errorf("reading the host's update status after deactivate: %w", err)
 	}
-	recordStatus(report, st)
+	recordStatus(ctx, report, st)
 	return nil
 }
 
-// failed turns a host's refusal into a failed action in status, or returns a transient error.
+// failed turns a host's refusal, failure or silence into a failed action in status, or returns
+// a transient error.
 func (a *Agent) failed(report *v1alpha1.AgentStatus, action v1alpha1.NodeAction, target string, reason v1alpha1.Reason, what string, err error) error {
 	var cmdErr *hostapi.CommandFailedError
-	if errors.As(err, &cmdErr) || errors.Is(err, hostapi.ErrNoUpdate) || errors.Is(err, hostapi.ErrWrongState) {
+	if errors.As(err, &cmdErr) || errors.Is(err, hostapi.ErrNoUpdate) || errors.Is(err, hostapi.ErrWrongState) || errors.Is(err, hostapi.ErrCommandTimeout) {
 		report.LastAction = a.result(action, target, v1alpha1.ActionFailed, reason, fmt.Sprintf("%s: %v", what, err))
 		return nil
 	}

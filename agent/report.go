@@ -16,10 +16,10 @@ import (
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 )
 
-// publish writes status.agent when, and only when, something in it changed: an idle agent
-// makes no API writes. It applies only status.agent, with the agent's own field manager, so it
-// never touches the controller's fields.
-func (a *Agent) publish(ctx context.Context, previous, report *v1alpha1.AgentStatus) error {
+// publish writes status.agent of brn when, and only when, something in it changed: an idle
+// agent makes no API writes. It applies only status.agent, with the agent's own field
+// manager, so it never touches the controller's fields. The agent remembers what it wrote.
+func (a *Agent) publish(ctx context.Context, brn *v1alpha1.BottlerocketNode, previous, report *v1alpha1.AgentStatus) error {
 	if equality.Semantic.DeepEqual(previous, report) {
 		return nil
 	}
@@ -36,6 +36,9 @@ func (a *Agent) publish(ctx context.Context, previous, report *v1alpha1.AgentSta
 	if err := a.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(patch), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
 		return fmt.Errorf("writing status.agent of BottlerocketNode %s: %w", a.NodeName, err)
 	}
+	a.mu.Lock()
+	a.published = &published{uid: brn.UID, report: report.DeepCopy()}
+	a.mu.Unlock()
 	log.FromContext(ctx).V(1).Info("Reported the host's state", "version", report.CurrentVersion, "state", report.UpdateState)
 	agentWrites.Inc()
 	return nil

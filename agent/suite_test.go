@@ -52,6 +52,7 @@ type node struct {
 	socket string
 	bootID string // file with the host's boot ID
 	calls  *countingHost
+	agent  *agent.Agent
 	stop   context.CancelFunc
 	done   chan struct{}
 }
@@ -79,6 +80,8 @@ type countingHost struct {
 	// crashBeforeReboot, when set, makes the next reboot call fail as if the agent died just
 	// before it: the host is not rebooted.
 	crashBeforeReboot atomic.Bool
+	// beforePrepare, if set, runs before the next prepare (something else acting on the host).
+	beforePrepare atomic.Pointer[func()]
 }
 
 func (c *countingHost) Refresh(ctx context.Context) error {
@@ -86,9 +89,12 @@ func (c *countingHost) Refresh(ctx context.Context) error {
 	return c.Host.Refresh(ctx)
 }
 
-func (c *countingHost) Prepare(ctx context.Context) error {
+func (c *countingHost) PrepareOutput(ctx context.Context) (string, error) {
+	if f := c.beforePrepare.Swap(nil); f != nil {
+		(*f)()
+	}
 	c.prepares.Add(1)
-	return c.Host.Prepare(ctx)
+	return c.Host.PrepareOutput(ctx)
 }
 
 func (c *countingHost) Reboot(ctx context.Context) error {
@@ -101,16 +107,28 @@ func (c *countingHost) Reboot(ctx context.Context) error {
 
 // startAgent starts the node's agent with its own manager and a cache restricted to its
 // BottlerocketNode, as in production.
-func (n *node) startAgent(refresh time.Duration) {
-	n.calls = &countingHost{Host: hostapi.New(n.socket, clock.RealClock{},
-		hostapi.WithPollInterval(5*time.Millisecond),
+func (n *node) startAgent(refresh time.Duration) { n.startAgentWith(refresh, nil) }
+
+// startAgentWith is startAgent with the agent's client wrapped by wrap (nil: as is), to show
+// the agent a cache that lags.
+func (n *node) startAgentWith(refresh time.Duration, wrap func(client.Client) client.Client, opts ...hostapi.Option) {
+	n.calls = &countingHost{Host: hostapi.New(n.socket, clock.RealClock{}, append([]hostapi.Option{
+		hostapi.WithPollInterval(5 * time.Millisecond),
 		hostapi.WithLockBackoff(5*time.Millisecond, 50*time.Millisecond, 200),
-		hostapi.WithHTTPTimeout(2*time.Second))}
-	mgr, err := agent.NewManager(env.Config, &agent.Agent{
+		hostapi.WithHTTPTimeout(2 * time.Second)}, opts...)...)}
+	n.agent = &agent.Agent{
 		Host: n.calls, NodeName: n.name, BootIDFile: n.bootID,
 		Clock: clock.RealClock{}, RefreshInterval: refresh, RetryInterval: 20 * time.Millisecond,
-	}, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
+		SettleTimeout: 3 * time.Second, SettleDelay: 200 * time.Millisecond,
+	}
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"},
+		Cache: agent.CacheOptions(n.name)})
 	Expect(err).NotTo(HaveOccurred())
+	n.agent.Client = mgr.GetClient()
+	if wrap != nil {
+		n.agent.Client = wrap(n.agent.Client)
+	}
+	Expect(n.agent.SetupWithManager(mgr)).To(Succeed())
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stop, n.done = cancel, make(chan struct{})
 	go func() {

@@ -33,7 +33,7 @@ func startHost(node string) *hostsim.Host {
 	DeferCleanup(os.RemoveAll, dir)
 	socket, bootID := filepath.Join(dir, "api.sock"), filepath.Join(dir, "boot_id")
 	host := hostsim.New(hostsim.Config{
-		Version: fromVersion, Releases: hostsim.Releases(toVersion, fromVersion), BootIDFile: bootID,
+		Version: fromVersion, Releases: append(hostsim.Releases(toVersion), hostsim.Reached(fromVersion)...), BootIDFile: bootID,
 		RefreshDuration: 5 * time.Millisecond, PrepareDuration: 20 * time.Millisecond,
 		ActivateDuration: 5 * time.Millisecond, RebootDuration: 50 * time.Millisecond,
 		OnReboot: func(ev hostsim.RebootEvent) { kubeletReports(node, ev.Phase == hostsim.RebootUp) },

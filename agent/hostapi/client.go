@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -27,6 +28,18 @@ type Client struct {
 	pollInterval time.Duration
 	backoff      backoff
 	clock        clock.Clock
+	limits       map[CommandType]time.Duration
+}
+
+// DefaultCommandTimeouts are how long the client waits for the host to record a command's
+// outcome: what Bottlerocket's own apiclient allows (sources/api/apiclient/src/update.rs:
+// refresh 10s, prepare 10 minutes, activate 5s), refresh and activate doubled for a busy
+// host. A command still unrecorded then is a failure (ErrCommandTimeout).
+var DefaultCommandTimeouts = map[CommandType]time.Duration{
+	CommandRefresh:    20 * time.Second,
+	CommandPrepare:    10 * time.Minute,
+	CommandActivate:   10 * time.Second,
+	CommandDeactivate: 10 * time.Second,
 }
 
 type backoff struct {
@@ -44,19 +57,24 @@ func WithHTTPTimeout(d time.Duration) Option { return func(c *Client) { c.http.T
 // as apiclient does).
 func WithPollInterval(d time.Duration) Option { return func(c *Client) { c.pollInterval = d } }
 
+// WithCommandTimeout bounds the wait for cmd's outcome (see DefaultCommandTimeouts).
+func WithCommandTimeout(cmd CommandType, d time.Duration) Option {
+	return func(c *Client) { c.limits[cmd] = d }
+}
+
 // WithLockBackoff sets the retries of requests answered 423 Locked: the delay
 // starts at initial, doubles up to max, each wait jittered to [d/2, d], for at
-// most attempts tries in all (0: until the context ends). Default 250ms, 10s, 0.
+// most attempts tries in all (0: until the context ends). Default 250ms, 10s, 12 (about a
+// minute and a half).
 func WithLockBackoff(initial, max time.Duration, attempts int) Option {
 	return func(c *Client) { c.backoff = backoff{initial: initial, max: max, attempts: attempts} }
 }
 
 // New returns a client for the host API served on socketPath (normally
-// DefaultSocketPath). clk stamps each request with its time, to decide whether a command
-// record is newer than the request (so it must agree with the host's clock), and the client
-// waits between polls and between 423 retries on it; the agent's process passes the clock it
-// gives the agent. Only the HTTP timeout (WithHTTPTimeout) is measured by net/http on the
-// real clock.
+// DefaultSocketPath). The client waits between polls and between 423 retries, and measures
+// command timeouts, on clk; the agent's process passes the clock it gives the agent. It never
+// compares clk with the host's clock (a command's end is told by its record changing). Only
+// the HTTP timeout (WithHTTPTimeout) is measured by net/http on the real clock.
 func New(socketPath string, clk clock.Clock, opts ...Option) *Client {
 	var d net.Dialer
 	c := &Client{
@@ -73,8 +91,9 @@ func New(socketPath string, clk clock.Clock, opts ...Option) *Client {
 			},
 		},
 		pollInterval: 500 * time.Millisecond,
-		backoff:      backoff{initial: 250 * time.Millisecond, max: 10 * time.Second},
+		backoff:      backoff{initial: 250 * time.Millisecond, max: 10 * time.Second, attempts: 12},
 		clock:        clk,
+		limits:       maps.Clone(DefaultCommandTimeouts),
 	}
 	for _, o := range opts {
 		o(c)
@@ -86,7 +105,6 @@ func New(socketPath string, clk clock.Clock, opts ...Option) *Client {
 type reply struct {
 	code int
 	body []byte
-	sent time.Time // when the request that got this answer was sent
 }
 
 // once sends one request. wrote, if not nil, reports whether the request was
@@ -113,7 +131,7 @@ func (c *Client) once(ctx context.Context, method, path string, body any, wrote 
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	r := reply{sent: c.clock.Now()}
+	var r reply
 	resp, err := c.http.Do(req)
 	if err == nil {
 		r.code = resp.StatusCode
@@ -217,7 +235,24 @@ func (c *Client) Refresh(ctx context.Context) error { return c.run(ctx, CommandR
 
 // Prepare downloads and stages the chosen update and waits for the outcome.
 // It returns an error wrapping ErrNoUpdate when no update is chosen.
-func (c *Client) Prepare(ctx context.Context) error { return c.run(ctx, CommandPrepare) }
+func (c *Client) Prepare(ctx context.Context) error {
+	_, err := c.PrepareOutput(ctx)
+	return err
+}
+
+// PrepareOutput is Prepare, returning what the host's downloader said (the prepare record's
+// stderr): the host records the refresh-time choice as staged whatever the downloader did,
+// and only its words say what it wrote ("Starting update to X", or "No update required").
+func (c *Client) PrepareOutput(ctx context.Context) (string, error) {
+	rec, err := c.runCommand(ctx, CommandPrepare)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", CommandPrepare.Action(), err)
+	}
+	if rec.Stderr == nil {
+		return "", nil
+	}
+	return *rec.Stderr, nil
+}
 
 // Activate makes the staged image boot next and waits for the outcome.
 func (c *Client) Activate(ctx context.Context) error { return c.run(ctx, CommandActivate) }
@@ -227,76 +262,104 @@ func (c *Client) Deactivate(ctx context.Context) error { return c.run(ctx, Comma
 
 // run starts an asynchronous command and waits until the host reports its
 // outcome: nil on Success, a *CommandFailedError on Failed, or an error when
-// the host refuses it or ctx ends first.
+// the host refuses it, does not record it in time, or ctx ends first.
 func (c *Client) run(ctx context.Context, cmd CommandType) error {
-	if err := c.runCommand(ctx, cmd); err != nil {
+	if _, err := c.runCommand(ctx, cmd); err != nil {
 		return fmt.Errorf("%s: %w", cmd.Action(), err)
 	}
 	return nil
 }
 
-func (c *Client) runCommand(ctx context.Context, cmd CommandType) error {
+// runCommand runs cmd and returns the host's record of its successful end.
+func (c *Client) runCommand(ctx context.Context, cmd CommandType) (*Command, error) {
+	// The record read before the request is what "finished" is decided against: the host
+	// keeps only the most recent one, and its clock may have stepped since it wrote it.
+	before, err := c.record(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the last command record: %w", err)
+	}
 	var notFound error
 	if cmd != CommandRefresh {
 		notFound = ErrNoUpdate
 	}
 	r, err := c.call(ctx, http.MethodPost, cmd.Path(), nil, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := statusError(r.code, r.body, notFound); err != nil {
-		return err
+		return nil, err
 	}
-	return c.await(ctx, cmd, r.sent)
+	return c.await(ctx, cmd, before)
 }
 
-// await polls the status until it records cmd, asked at asked, with a final outcome.
-func (c *Client) await(ctx context.Context, cmd CommandType, asked time.Time) error {
-	// Host timestamps may carry less precision than ours.
-	asked = asked.Truncate(time.Millisecond)
+// record returns the host's most recent command record (nil if there is none, or no status
+// since the boot).
+func (c *Client) record(ctx context.Context) (*Command, error) {
+	st, err := c.Status(ctx)
+	switch {
+	case errors.Is(err, ErrStatusUninitialized):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	return st.MostRecentCommand, nil
+}
+
+// await polls the status until it holds a record of cmd other than before, for at most
+// cmd's timeout on the client's clock, and returns that record.
+func (c *Client) await(ctx context.Context, cmd CommandType, before *Command) (*Command, error) {
+	limit := c.limits[cmd]
+	deadline := c.clock.Now().Add(limit)
 	for {
 		r, err := c.once(ctx, http.MethodGet, "/updates/status", nil, nil)
 		if err != nil {
-			return fmt.Errorf("await outcome: %w", err)
+			return nil, fmt.Errorf("await outcome: %w", err)
 		}
-		if done, err := outcome(cmd, asked, r); done {
-			return err
+		if rec, done, err := outcome(cmd, before, r); done {
+			return rec, err
+		}
+		if limit > 0 && !c.clock.Now().Before(deadline) {
+			held := "no record of it was written"
+			if r.code == http.StatusLocked {
+				held = "the host still holds its update lock"
+			}
+			return nil, fmt.Errorf("%w: no outcome within %s (%s)", ErrCommandTimeout, limit, held)
 		}
 		if err := c.sleep(ctx, c.pollInterval); err != nil {
-			return fmt.Errorf("await outcome: %w", err)
+			return nil, fmt.Errorf("await outcome: %w", err)
 		}
 	}
 }
 
-// outcome reads one answer to GET /updates/status for cmd, asked at asked. It is done when
-// the host recorded cmd's final outcome (err is then nil on Success, a *CommandFailedError on
-// Failed), when another command ran after it, or when the answer is an error; not done while
-// cmd still runs.
-func outcome(cmd CommandType, asked time.Time, r reply) (done bool, err error) {
+// outcome reads one answer to GET /updates/status for cmd, started after the host held the
+// record before. It is done when the host recorded cmd's outcome (err is then nil on
+// Success — with the record —, a *CommandFailedError on Failed), when another command ran
+// after it, or when the answer is an error; not done while cmd still runs.
+func outcome(cmd CommandType, before *Command, r reply) (rec *Command, done bool, err error) {
 	switch {
 	case r.code == http.StatusLocked:
-		return false, nil // still running
+		return nil, false, nil // still running
 	case r.code == http.StatusNotFound && cmd == CommandRefresh:
-		return false, nil // not initialized yet; the refresh will initialize it
+		return nil, false, nil // not initialized yet; the refresh will initialize it
 	}
 	st, err := statusFrom(r)
 	if err != nil {
-		return true, fmt.Errorf("await outcome: %w", err)
+		return nil, true, fmt.Errorf("await outcome: %w", err)
 	}
 	switch m := st.MostRecentCommand; {
-	case m == nil:
-		return false, nil
-	case m.Type == cmd && !m.Timestamp.Before(asked) && m.Status.Final():
+	case m == nil || before != nil && m.Type == before.Type && m.Timestamp.Equal(before.Timestamp):
+		return nil, false, nil // nothing recorded since the request
+	case m.Type == cmd && m.Status.Final():
 		if m.Status == CommandFailed {
-			return true, failedError(m)
+			return nil, true, failedError(m)
 		}
-		return true, nil
-	case m.Type != cmd && m.Timestamp.After(asked):
+		return m, true, nil
+	case m.Type != cmd:
 		// Another caller's command ran after ours and the host keeps only the most recent
 		// record: ours ended, how is for the caller to read from the state.
-		return true, fmt.Errorf("await outcome: %w: %s ran after it", ErrOutcomeUnknown, m.Type)
+		return nil, true, fmt.Errorf("await outcome: %w: %s ran after it", ErrOutcomeUnknown, m.Type)
 	}
-	return false, nil
+	return nil, false, nil
 }
 
 // Reboot asks the host to reboot. An answer that never comes because the

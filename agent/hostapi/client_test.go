@@ -43,6 +43,9 @@ func newEnvOn(t *testing.T, cfg hostsim.Config, clk clock.Clock, opts ...hostapi
 	e := &env{sock: filepath.Join(dir, "api.sock"), bootID: filepath.Join(dir, "boot_id"), events: make(chan hostsim.RebootEvent, 16)}
 	cfg.BootIDFile = e.bootID
 	cfg.OnReboot = func(ev hostsim.RebootEvent) { e.events <- ev }
+	// The agent runs governed hosts with ignore-waves on: releases just published are offered
+	// here whatever the host's seed (the simulator's waves are tested in package hostsim).
+	cfg.IgnoreWaves = true
 	for _, d := range []*time.Duration{&cfg.RefreshDuration, &cfg.PrepareDuration, &cfg.ActivateDuration, &cfg.RebootDuration} {
 		if *d == 0 && cfg.Clock == nil {
 			*d = 5 * time.Millisecond
@@ -62,6 +65,11 @@ func newEnvOn(t *testing.T, cfg hostsim.Config, clk clock.Clock, opts ...hostapi
 		hostapi.WithHTTPTimeout(5 * time.Second),
 	}, opts...)...)
 	return e
+}
+
+// applied: the host's committed update settings have taken effect.
+func applied(s hostsim.State) bool {
+	return s.AppliedVersionLock == s.VersionLock && s.AppliedIgnoreWaves == s.IgnoreWaves
 }
 
 func ctx(t *testing.T) context.Context {
@@ -192,6 +200,8 @@ func TestConcurrentCallers(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
+	var host *hostsim.Host
+	settled := func(c context.Context) error { return host.WaitFor(c, applied) }
 	for _, tc := range []struct {
 		name  string
 		opts  []hostapi.Option
@@ -252,9 +262,11 @@ func TestErrors(t *testing.T) {
 				return errors.Is(err, hostapi.ErrWrongState) && !hostapi.IsServerError(err)
 			}},
 		{name: "prepare with nothing chosen",
+			setup: func(h *hostsim.Host) { host = h },
 			call: func(c context.Context, cl *hostapi.Client) error {
-				pin := func(c context.Context) error { return cl.SetUpdateSettings(c, "1.25.0", false) }
-				return steps(c, cl.Refresh, pin, cl.Prepare)
+				// Staged, then pinned to the running version: the next refresh chooses nothing.
+				pin := func(c context.Context) error { return cl.SetUpdateSettings(c, "1.25.0", true) }
+				return steps(c, cl.Refresh, cl.Prepare, pin, settled, cl.Refresh, cl.Prepare)
 			},
 			check: func(err error) bool { return errors.Is(err, hostapi.ErrNoUpdate) }},
 		{name: "locked until the retries run out",
@@ -425,6 +437,7 @@ func TestHungReboot(t *testing.T) {
 	e.h.HangReboot()
 	c := ctx(t)
 	must(t, e.c.Reboot(c))
+	must(t, e.h.WaitFor(c, func(s hostsim.State) bool { return !s.Up }))
 	if _, err := e.c.OS(c); !errors.Is(err, hostapi.ErrUnavailable) {
 		t.Fatalf("OS while the reboot hangs: %v, want ErrUnavailable", err)
 	}
@@ -437,10 +450,11 @@ func TestHungReboot(t *testing.T) {
 func TestDowngradeByPin(t *testing.T) {
 	e := newEnv(t, hostsim.Config{Version: "1.26.0", Releases: hostsim.Releases("1.25.0", "1.26.0")})
 	c := ctx(t)
-	must(t, e.c.SetUpdateSettings(c, "1.25.0", false))
-	if s, err := e.c.UpdateSettings(c); err != nil || s.VersionLock != "1.25.0" || s.IgnoreWaves {
+	must(t, e.c.SetUpdateSettings(c, "1.25.0", true))
+	if s, err := e.c.UpdateSettings(c); err != nil || s.VersionLock != "1.25.0" || !s.IgnoreWaves {
 		t.Fatalf("UpdateSettings = %+v, %v", s, err)
 	}
+	must(t, e.h.WaitFor(c, applied)) // settings take effect after the commit's answer
 	if up := e.update(t); up.Version != "1.25.0" {
 		t.Fatalf("after the update: %+v", up)
 	}
@@ -469,7 +483,47 @@ func TestBootFailureFallback(t *testing.T) {
 	}
 	must(t, e.c.Refresh(c))
 	st, err := e.c.Status(c)
-	if err != nil || st.State != hostapi.StateAvailable || st.StagedVersion() != "1.26.0" || st.StagingPartition.NextToBoot {
+	if err != nil || st.State != hostapi.StateAvailable || st.StagingPartition != nil {
+		t.Fatalf("Status = %+v, %v; want Available with nothing staged after the boot", st, err)
+	}
+}
+
+// TestCommandTimeout: a command that hangs holding the lock, or ends without a record, is a
+// failure once its timeout passed on the client's clock, not a wait without end.
+func TestCommandTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fault func(*hostsim.Host)
+		says  string
+	}{
+		{"hangs holding the lock", func(h *hostsim.Host) { h.HangCommand(hostapi.CommandPrepare) }, "still holds its update lock"},
+		{"ends without a record", func(h *hostsim.Host) { h.NoRecord(hostapi.CommandPrepare) }, "no record of it was written"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := clocktesting.NewFakeClock(epoch)
+			e := newEnvOn(t, hostsim.Config{Version: "1.25.0", Releases: hostsim.Releases("1.26.0")}, clk,
+				hostapi.WithPollInterval(time.Second), hostapi.WithCommandTimeout(hostapi.CommandPrepare, 10*time.Minute))
+			c := ctx(t)
+			must(t, drive(clk, time.Second, async(func() error { return e.c.Refresh(c) })))
+			tc.fault(e.h)
+			err := drive(clk, time.Minute, async(func() error { return e.c.Prepare(c) }))
+			if !errors.Is(err, hostapi.ErrCommandTimeout) || !strings.Contains(err.Error(), tc.says) || !strings.Contains(err.Error(), "10m0s") {
+				t.Fatalf("Prepare = %v, want ErrCommandTimeout saying %q", err, tc.says)
+			}
+		})
+	}
+}
+
+// TestOutcomeByRecordNotClock: the host's clock may be far from the client's (it steps at
+// boot); the client tells its command's end by the record changing, not by comparing clocks.
+func TestOutcomeByRecordNotClock(t *testing.T) {
+	hostClock := clocktesting.NewFakeClock(epoch)
+	e := newEnvOn(t, hostsim.Config{Version: "1.25.0", Releases: hostsim.Releases("1.26.0"), Clock: hostClock, SettingsDelay: -1},
+		clocktesting.NewFakeClock(epoch.Add(time.Hour)), hostapi.WithPollInterval(0))
+	c := ctx(t)
+	must(t, e.c.Refresh(c))
+	must(t, e.c.Prepare(c))
+	if st, err := e.c.Status(c); err != nil || st.State != hostapi.StateStaged {
 		t.Fatalf("Status = %+v, %v", st, err)
 	}
 }

@@ -21,6 +21,9 @@ var (
 	// ErrOutcomeUnknown means a command ended but another caller's command replaced its
 	// record (the host keeps only the most recent one); read the state to learn the outcome.
 	ErrOutcomeUnknown = errors.New("command outcome unknown")
+	// ErrCommandTimeout means the host did not record a command's outcome in time: it hangs
+	// holding its update lock, or the command ended without a record.
+	ErrCommandTimeout = errors.New("host command did not finish in time")
 	// ErrUnavailable means the host API could not be reached (transport error).
 	ErrUnavailable = errors.New("host API unavailable")
 )

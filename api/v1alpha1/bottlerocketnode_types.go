@@ -100,9 +100,25 @@ type RebootRecord struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=32
 	ToVersion string `json:"toVersion"`
-	// time the reboot was requested.
+	// time the record was written, before activating the target.
 	// +required
 	Time metav1.Time `json:"time"`
+	// acceptedTime is when the host accepted the reboot (answered it). The host keeps running
+	// its boot for a while after that; the agent does not ask again meanwhile.
+	// +optional
+	AcceptedTime *metav1.Time `json:"acceptedTime,omitempty"`
+}
+
+// HostUpdateSettings are a host's own update settings (settings.updates).
+type HostUpdateSettings struct {
+	// versionLock is "latest" or the version the host is pinned to.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=32
+	VersionLock string `json:"versionLock"`
+	// ignoreWaves makes the host take a release before its wave reaches it.
+	// +optional
+	IgnoreWaves bool `json:"ignoreWaves,omitempty"`
 }
 
 // AgentStatus is what the agent reports about its host. Only the agent writes it.
@@ -112,6 +128,7 @@ type AgentStatus struct {
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 	// currentVersion is the Bottlerocket version the host runs.
 	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^[0-9]+\.[0-9]+\.[0-9]+$`
 	// +optional
 	CurrentVersion string `json:"currentVersion,omitempty"`
 	// variant of the host, such as aws-k8s-1.31.
@@ -129,6 +146,7 @@ type AgentStatus struct {
 	// availableVersions the host's update repository offers, newest first.
 	// +kubebuilder:validation:MaxItems=64
 	// +kubebuilder:validation:items:MaxLength=32
+	// +kubebuilder:validation:items:Pattern=`^[0-9]+\.[0-9]+\.[0-9]+$`
 	// +listType=atomic
 	// +optional
 	AvailableVersions []string `json:"availableVersions,omitempty"`
@@ -137,6 +155,7 @@ type AgentStatus struct {
 	UpdateState HostUpdateState `json:"updateState,omitempty"`
 	// stagedVersion is the version written to the inactive partition, if any.
 	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^[0-9]+\.[0-9]+\.[0-9]+$`
 	// +optional
 	StagedVersion string `json:"stagedVersion,omitempty"`
 	// lastAction is the last action the agent carried out and its result.
@@ -145,6 +164,11 @@ type AgentStatus struct {
 	// rebootRecord is what the agent recorded before its last reboot.
 	// +optional
 	RebootRecord *RebootRecord `json:"rebootRecord,omitempty"`
+	// ownerSettings are the host's own update settings, as the agent found them before it
+	// first changed them for the operator; they are put back when the node is no longer
+	// governed. Absent: the agent has not changed the host's settings.
+	// +optional
+	OwnerSettings *HostUpdateSettings `json:"ownerSettings,omitempty"`
 	// refreshRequest echoes the spec.refreshRequest the agent last honoured.
 	// +kubebuilder:validation:MaxLength=64
 	// +optional

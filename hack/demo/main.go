@@ -74,10 +74,10 @@ func run(ctx context.Context, n int, keep, light bool, stateDir string) error {
 	opts := stack.Options{
 		Nodes: n, RefreshInterval: 2 * time.Second, Light: light, Dir: stateDir,
 		Host: hostsim.Config{
-			Version: fromVersion, Variant: "aws-k8s-1.31", Arch: "x86_64", Releases: hostsim.Releases(fromVersion),
+			Version: fromVersion, Variant: "aws-k8s-1.31", Arch: "x86_64", Releases: hostsim.Reached(fromVersion),
 			RefreshDuration: 100 * time.Millisecond, PrepareDuration: 2 * time.Second,
 			ActivateDuration: 100 * time.Millisecond, RebootDuration: 3 * time.Second,
-			RebootResponse: hostsim.RebootDrop,
+			SettingsDelay: 200 * time.Millisecond, RebootLinger: time.Second,
 		},
 		Controller: controllers.Options{PollInterval: 500 * time.Millisecond},
 		Before:     p.before,

@@ -23,21 +23,25 @@ import (
 
 func main() {
 	var cfg hostsim.Config
-	var available, withheld, reboot, failPrepare, failActivate string
+	var available, reached, reboot, failPrepare, failActivate string
 	var failBoot, hangReboot bool
-	var fail500 int
+	var fail500, refuseReboot, seed int
 	flag.StringVar(&cfg.Version, "version", "1.25.0", "running OS version")
 	flag.StringVar(&cfg.Variant, "variant", "aws-k8s-1.31", "OS variant")
 	flag.StringVar(&cfg.Arch, "arch", "x86_64", "architecture")
-	flag.StringVar(&available, "available", "", "comma-separated versions the update repository offers")
-	flag.StringVar(&withheld, "withheld", "", "comma-separated versions withheld by waves (offered, chosen only with ignore-waves)")
+	flag.StringVar(&available, "available", "", "comma-separated versions published just now: offered by Bottlerocket's default waves, or at once with ignore-waves")
+	flag.StringVar(&reached, "reached", "", "comma-separated versions every host is offered (published without waves, or long ago)")
+	flag.IntVar(&seed, "seed", -1, "the host's wave seed, 0-2047 (-1: random, as a host draws at first boot)")
+	flag.DurationVar(&cfg.SettingsDelay, "settings-delay", 0, "how long after a commit the update settings take effect (0: default 50ms, negative: at once)")
+	flag.DurationVar(&cfg.RebootLinger, "reboot-linger", 0, "how long the host keeps serving after accepting a reboot (0: default 100ms)")
+	flag.IntVar(&refuseReboot, "refuse-reboot", 0, "refuse the next N reboot requests with systemctl's inhibitor text (-1: all, until SIGHUP)")
 	flag.StringVar(&cfg.VersionLock, "version-lock", "latest", "initial settings.updates.version-lock")
 	flag.BoolVar(&cfg.IgnoreWaves, "ignore-waves", false, "initial settings.updates.ignore-waves")
 	flag.DurationVar(&cfg.RefreshDuration, "refresh", 0, "how long refresh-updates holds the lock")
 	flag.DurationVar(&cfg.PrepareDuration, "prepare", 0, "how long prepare-update holds the lock")
 	flag.DurationVar(&cfg.ActivateDuration, "activate", 0, "how long activate/deactivate-update hold the lock")
 	flag.DurationVar(&cfg.RebootDuration, "reboot", 0, "how long the API is gone during a reboot")
-	flag.StringVar(&reboot, "reboot-response", "random", "reboot answer: random, respond (204) or drop (connection closed)")
+	flag.StringVar(&reboot, "reboot-response", "respond", "reboot answer: respond (204), drop (connection closed) or random")
 	flag.StringVar(&cfg.BootIDFile, "boot-id-file", "", "file to write the boot ID to at every boot")
 	flag.StringVar(&failPrepare, "fail-prepare", "", "make the next prepare fail with this stderr")
 	flag.StringVar(&failActivate, "fail-activate", "", "make the next activate fail with this stderr")
@@ -57,16 +61,9 @@ func main() {
 	default:
 		log.Fatalf("hostsim: unknown -reboot-response %q", reboot)
 	}
-	held := map[string]bool{}
-	for _, v := range split(withheld) {
-		held[v] = true
-	}
-	for _, v := range split(available) {
-		cfg.Releases = append(cfg.Releases, hostsim.Release{Version: v, Withheld: held[v]})
-		delete(held, v)
-	}
-	for v := range held {
-		cfg.Releases = append(cfg.Releases, hostsim.Release{Version: v, Withheld: true})
+	cfg.Releases = append(hostsim.Releases(split(available)...), hostsim.Reached(split(reached)...)...)
+	if seed >= 0 {
+		cfg.Seed = hostsim.Seed(uint32(seed))
 	}
 	cfg.OnReboot = func(ev hostsim.RebootEvent) {
 		log.Printf("reboot %s: from %s, version %s, boot ID %s, fell back %t, err %v",
@@ -88,6 +85,7 @@ func main() {
 		h.HangReboot()
 	}
 	h.Fail500(fail500)
+	h.RefuseReboot(refuseReboot)
 	if err := h.Start(*socket); err != nil {
 		log.Fatal(err)
 	}

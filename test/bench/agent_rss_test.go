@@ -43,7 +43,7 @@ func BenchmarkAgentIdleRSS(b *testing.B) {
 	}
 	defer host.Close()
 	ctx := context.Background()
-	if err := env.Client.Create(ctx, &v1alpha1.BottlerocketNode{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}}); err != nil {
+	if err := env.Client.Create(ctx, &v1alpha1.BottlerocketNode{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}, Spec: v1alpha1.BottlerocketNodeSpec{Policy: "fleet"}}); err != nil {
 		b.Fatal(err)
 	}
 
@@ -83,22 +83,27 @@ func BenchmarkAgentIdleRSS(b *testing.B) {
 	rss := vmRSS(b, cmd.Process.Pid)
 	b.StopTimer()
 	b.ReportMetric(rss, "MiB-rss")
+	b.ReportMetric(procStatus(b, cmd.Process.Pid, "RssAnon"), "MiB-rss-anon")
+	b.ReportMetric(procStatus(b, cmd.Process.Pid, "RssFile"), "MiB-rss-file")
 	b.ReportMetric((cpuSeconds(b, cmd.Process.Pid)-cpuStart)/float64(b.N), "cpu-s/refresh")
 }
 
 // vmRSS reads a process's resident memory in MiB.
-func vmRSS(b *testing.B, pid int) float64 {
+func vmRSS(b *testing.B, pid int) float64 { return procStatus(b, pid, "VmRSS") }
+
+// procStatus reads a memory figure (kB) of /proc/PID/status in MiB.
+func procStatus(b *testing.B, pid int, field string) float64 {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
 	for line := range strings.Lines(string(raw)) {
-		if fields := strings.Fields(line); len(fields) >= 2 && fields[0] == "VmRSS:" {
+		if fields := strings.Fields(line); len(fields) >= 2 && fields[0] == field+":" {
 			kb, _ := strconv.ParseFloat(fields[1], 64)
 			return kb / 1024
 		}
 	}
-	b.Fatal("no VmRSS")
+	b.Fatalf("no %s", field)
 	return 0
 }
 

@@ -51,11 +51,14 @@ const (
 	to   = "1.26.0"
 )
 
-// durations of the simulated hosts; the ideal rollout time is computed from them.
+// durations of the simulated hosts; the ideal rollout time is computed from them. The target
+// was published just now, so Bottlerocket's waves have reached almost none of the hosts; the
+// hosts apply settings late and keep running for a while after accepting a reboot.
 var host = hostsim.Config{
-	Version: from, Variant: "aws-k8s-1.31", Arch: "x86_64", Releases: hostsim.Releases(to, from),
+	Version: from, Variant: "aws-k8s-1.31", Arch: "x86_64", Releases: append(hostsim.Releases(to), hostsim.Reached(from)...),
 	RefreshDuration: 20 * time.Millisecond, PrepareDuration: 500 * time.Millisecond,
 	ActivateDuration: 20 * time.Millisecond, RebootDuration: time.Second, RebootResponse: hostsim.RebootRandom,
+	SettingsDelay: 300 * time.Millisecond, RebootLinger: 500 * time.Millisecond,
 }
 
 // cluster is one scenario's world: the stack and the watcher.

@@ -331,9 +331,10 @@ func (n *Node) agentOnce(ctx context.Context, cfg *rest.Config) error {
 	mgr, err := agent.NewManager(cfg, &agent.Agent{
 		NodeName: n.Name, BootIDFile: n.bootID, Clock: n.fleet.opts.Clock,
 		Host: hostapi.New(n.socket, n.fleet.opts.Clock, hostapi.WithPollInterval(50*time.Millisecond),
-			hostapi.WithLockBackoff(50*time.Millisecond, time.Second, 0)),
+			hostapi.WithLockBackoff(50*time.Millisecond, time.Second, 30)),
 		RefreshInterval: n.fleet.opts.RefreshInterval,
 		RetryInterval:   500 * time.Millisecond,
+		SettleDelay:     time.Second,
 	}, ctrl.Options{
 		Scheme:  n.fleet.scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},

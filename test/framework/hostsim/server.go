@@ -19,13 +19,16 @@ func (h *Host) routes() *http.ServeMux {
 	for _, cmd := range []hostapi.CommandType{hostapi.CommandRefresh, hostapi.CommandPrepare, hostapi.CommandActivate, hostapi.CommandDeactivate} {
 		m.HandleFunc("POST "+cmd.Path(), func(w http.ResponseWriter, _ *http.Request) {
 			h.mu.Lock()
-			code := h.startLocked(cmd)
+			code, msg := h.startLocked(cmd)
 			h.mu.Unlock()
-			if code == 0 {
+			switch code {
+			case 0:
 				drop(w)
-				return
+			case http.StatusNoContent:
+				w.WriteHeader(code)
+			default:
+				text(w, code, msg)
 			}
-			w.WriteHeader(code)
 		})
 	}
 	m.HandleFunc("POST /actions/reboot", h.postReboot)
@@ -63,10 +66,18 @@ func (h *Host) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if fail {
-		http.Error(w, "simulated internal server error", http.StatusInternalServerError)
+		text(w, http.StatusInternalServerError, "Update dispatcher failed")
 		return
 	}
 	h.mux.ServeHTTP(w, r)
+}
+
+// text answers an error as the host's API server does: the error's text as the body
+// (apiserver's From<Error> for HttpResponse).
+func text(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, msg)
 }
 
 // drop closes the connection without an answer.
@@ -91,7 +102,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func (h *Host) getOS(w http.ResponseWriter, _ *http.Request) {
 	h.mu.Lock()
-	v := h.parts[h.active].Version
+	v := h.parts[h.active].image.Version
 	h.mu.Unlock()
 	writeJSON(w, http.StatusOK, hostapi.OSInfo{
 		PrettyName: fmt.Sprintf("Bottlerocket OS %s (%s)", v, h.cfg.Variant),
@@ -115,14 +126,17 @@ func (h *Host) getStatus(w http.ResponseWriter, _ *http.Request) {
 	defer h.mu.Unlock()
 	switch {
 	case h.busy:
-		w.WriteHeader(http.StatusLocked)
+		text(w, http.StatusLocked, msgStatusLocked)
 	case !h.initialized:
-		w.WriteHeader(http.StatusNotFound)
+		text(w, http.StatusNotFound, msgUninitialized)
 	default:
 		writeJSON(w, http.StatusOK, h.statusLocked())
 	}
 }
 
+// postReboot is the API server's reboot handler: `systemctl reboot --check-inhibitors=yes`,
+// 204 once systemd took the job (the host then lingers for RebootLinger), 500 with
+// systemctl's text when it refuses.
 func (h *Host) postReboot(w http.ResponseWriter, _ *http.Request) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -130,14 +144,21 @@ func (h *Host) postReboot(w http.ResponseWriter, _ *http.Request) {
 		drop(w)
 		return
 	}
-	dropIt := h.cfg.RebootResponse == RebootDrop || h.cfg.RebootResponse == RebootRandom && mrand.IntN(2) == 0
-	if dropIt {
-		drop(w)
-	} else {
-		w.WriteHeader(http.StatusNoContent)
-		_ = http.NewResponseController(w).Flush()
+	if h.refuse != 0 {
+		if h.refuse > 0 {
+			h.refuse--
+		}
+		text(w, http.StatusInternalServerError, "Failed to reboot, exit code: 1, stderr: "+h.refusal)
+		return
 	}
-	h.rebootLocked()
+	if h.cfg.RebootResponse == RebootDrop || h.cfg.RebootResponse == RebootRandom && mrand.IntN(2) == 0 {
+		drop(w)
+		h.rebootLocked()
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+	_ = http.NewResponseController(w).Flush()
+	h.leaveLocked()
 }
 
 func (h *Host) getSettings(w http.ResponseWriter, _ *http.Request) {
@@ -164,7 +185,7 @@ func (h *Host) patchSettings(w http.ResponseWriter, r *http.Request) {
 		err = validateSettings(patch)
 	}
 	if err != nil {
-		http.Error(w, fmt.Sprintf("Unable to deserialize settings: %v", err), http.StatusBadRequest)
+		text(w, http.StatusBadRequest, fmt.Sprintf("Unable to deserialize settings: %v", err))
 		return
 	}
 	h.mu.Lock()
@@ -233,7 +254,8 @@ func merge(dst, src map[string]any) {
 	}
 }
 
-// commitAndApply commits a pending transaction; it answers the changed keys.
+// commitAndApply commits a pending transaction and answers the changed keys; the new values
+// take effect later (Config.SettingsDelay). An empty transaction is refused with 422.
 func (h *Host) commitAndApply(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -242,8 +264,13 @@ func (h *Host) commitAndApply(w http.ResponseWriter, r *http.Request) {
 	delete(h.txs, tx)
 	keys := []string{}
 	flatten("settings", patch, &keys)
+	if len(keys) == 0 {
+		text(w, http.StatusUnprocessableEntity, msgNoPending)
+		return
+	}
 	sort.Strings(keys)
 	merge(h.settings, patch)
+	h.applyLaterLocked() // thar-be-settings is forked; the answer does not wait for it
 	h.notifyLocked()
 	writeJSON(w, http.StatusOK, keys)
 }
