@@ -187,3 +187,20 @@ var _ = Describe("A rollout driven by real agents on simulated hosts", Ordered, 
 		}
 	})
 })
+
+var _ = Describe("A host that refuses to reboot", func() {
+	It("fails the node with the host's words, uncordoned, instead of waiting out the readiness deadline", func() {
+		f := newFleet()
+		f.addPolicy("p", rolloutSpec())
+		nodes := f.addBottlerocketNodes("a")
+		host := startHost(nodes[0])
+		host.RefuseReboot(-1) // a shutdown inhibitor that never lets go
+
+		expectNode(nodes[0], v1alpha1.PhaseFailed, reason(v1alpha1.ReasonRebootFailed))
+		brn := getBRN(Default, nodes[0])
+		Expect(brn.Status.Message).To(ContainSubstring("Operation inhibited by"))
+		Eventually(func(g Gomega) { g.Expect(getNode(g, nodes[0]).Spec.Unschedulable).To(BeFalse()) }).Should(Succeed())
+		Expect(host.State().Boots).To(Equal(1))
+		Expect(host.State().UpdateState).To(Equal(hostapi.StateStaged), "the activation was undone: no surprise at the next boot")
+	})
+})
