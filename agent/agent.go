@@ -310,17 +310,7 @@ func (a *Agent) observe(ctx context.Context, brn *v1alpha1.BottlerocketNode, rep
 		return nil, err
 	}
 
-	status, err := a.Host.Status(ctx)
-	now := a.Clock.Now()
-	settling := !a.settleAt.IsZero() && !now.Before(a.settleAt)
-	refreshDue := changed || settling || !now.Before(a.nextRefresh) || brn.Spec.RefreshRequest != report.RefreshRequest
-	if errors.Is(err, hostapi.ErrStatusUninitialized) || (err == nil && refreshDue) {
-		status, err = a.refresh(ctx)
-		report.RefreshRequest = brn.Spec.RefreshRequest
-		if err == nil && settling {
-			a.settleAt = time.Time{}
-		}
-	}
+	status, err := a.readStatus(ctx, brn, report, changed)
 	if errors.Is(err, hostapi.ErrLocked) {
 		// A command holds the host's update lock (perhaps one the agent stopped waiting for):
 		// the status is unknown until it ends. An intent that needs it waits; None does not.
@@ -332,6 +322,23 @@ func (a *Agent) observe(ctx context.Context, brn *v1alpha1.BottlerocketNode, rep
 	}
 	recordStatus(ctx, report, status)
 	return &observation{status: status, settings: settings}, nil
+}
+
+// readStatus reads the host's update status, refreshing the list first when it is due, asked
+// for, lost at a reboot, or the settings changed.
+func (a *Agent) readStatus(ctx context.Context, brn *v1alpha1.BottlerocketNode, report *v1alpha1.AgentStatus, changed bool) (*hostapi.UpdateStatus, error) {
+	status, err := a.Host.Status(ctx)
+	now := a.Clock.Now()
+	settling := !a.settleAt.IsZero() && !now.Before(a.settleAt)
+	refreshDue := changed || settling || !now.Before(a.nextRefresh) || brn.Spec.RefreshRequest != report.RefreshRequest
+	if errors.Is(err, hostapi.ErrStatusUninitialized) || (err == nil && refreshDue) {
+		status, err = a.refresh(ctx)
+		report.RefreshRequest = brn.Spec.RefreshRequest
+		if err == nil && settling {
+			a.settleAt = time.Time{}
+		}
+	}
+	return status, err
 }
 
 // govern turns ignore-waves on for a governed host (the operator orders the fleet, not

@@ -74,17 +74,23 @@ func (a *Agent) stage(ctx context.Context, brn *v1alpha1.BottlerocketNode, obs *
 			fmt.Sprintf("the host's update repository does not offer %s (offered: %v; pinned, waves ignored, for %s)", target, st.AvailableUpdates, a.SettleTimeout))
 		return nil
 	}
+	return a.prepare(ctx, report, target)
+}
+
+// prepare downloads and writes target, and reports it staged only if the host's downloader
+// says it wrote it: the host records the refresh-time choice as staged whatever it did.
+func (a *Agent) prepare(ctx context.Context, report *v1alpha1.AgentStatus, target string) error {
+	logger := log.FromContext(ctx).WithValues("action", v1alpha1.ActionStage, "target", target)
 	logger.Info("Preparing the update")
 	said, err := a.Host.PrepareOutput(ctx)
 	if err != nil {
 		return a.failed(report, v1alpha1.ActionStage, target, v1alpha1.ReasonStageFailed, "prepare-update", err)
 	}
-	if st, err = a.Host.Status(ctx); err != nil {
+	st, err := a.Host.Status(ctx)
+	if err != nil {
 		return fmt.Errorf("reading the host's update status after prepare: %w", err)
 	}
 	recordStatus(ctx, report, st)
-	// The host records the refresh-time choice as staged whatever its downloader did; the
-	// downloader's words say what it wrote.
 	if report.StagedVersion != target || !strings.Contains(said, "Starting update to "+target) {
 		report.LastAction = a.result(v1alpha1.ActionStage, target, v1alpha1.ActionFailed, v1alpha1.ReasonStageFailed,
 			fmt.Sprintf("prepare-update did not write %s: the host said %q", target, strings.TrimSpace(said)))
