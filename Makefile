@@ -9,6 +9,11 @@ CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 GOLANGCI_LINT_VERSION = $(shell sed -n 's#^\(require\)\{0,1\}[[:space:]]*github.com/golangci/golangci-lint/v2 \(v[^[:space:]]*\).*#\2#p' hack/lint/go.mod)
 TOOLS_CACHE = $${BRUPOP_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/bottlerocket-update-operator}/tools
 GOLANGCI_LINT = $(TOOLS_CACHE)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+# helm is pinned in hack/helm/go.mod (its own module) and built the same way, stamped as helm's
+# own build stamps it (its version, and the Kubernetes version of its client libraries as the
+# default cluster version of `helm template`); the chart's tests find it through HELM.
+HELM_VERSION = $(shell sed -n 's#^\(require\)\{0,1\}[[:space:]]*helm.sh/helm/v3 \(v[^[:space:]]*\).*#\2#p' hack/helm/go.mod)
+HELM = $(TOOLS_CACHE)/helm-$(HELM_VERSION)
 KUBECTL ?= kubectl
 GO_TEST_FLAGS ?= -race
 BINARY := bottlerocket-update-operator
@@ -78,12 +83,27 @@ lint: ## Run golangci-lint (.golangci.yml) on the module; builds the pinned vers
 	fi; \
 	"$$lint" run ./...
 
+.PHONY: helm
+helm: ## Build (once) the pinned helm into the tools cache and print its path.
+	@helm="$(HELM)"; \
+	if [ ! -x "$$helm" ]; then \
+	  echo "==> building helm $(HELM_VERSION) into $$helm (first time only)" >&2; \
+	  mkdir -p "$$(dirname "$$helm")" && \
+	  k8s_minor="$$(go -C hack/helm list -m -f '{{.Version}}' k8s.io/client-go | cut -d. -f2)" && \
+	  CGO_ENABLED=0 go -C hack/helm build -trimpath -o "$$helm.tmp$$$$" \
+	    -ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	      -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$$k8s_minor -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$$k8s_minor" \
+	    helm.sh/helm/v3/cmd/helm && \
+	  mv "$$helm.tmp$$$$" "$$helm" || exit 1; \
+	fi; \
+	echo "$$helm"
+
 .PHONY: verify
 verify: manifests generate build-installer ## Regenerate everything and fail if anything generated, formatted or linted is stale.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed on:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	go vet ./...
-	@git diff --exit-code -- config api dist || { echo "generated files are stale: run 'make manifests generate build-installer' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain --untracked-files=all -- config/crd/bases config/rbac api dist)" || { echo "untracked generated files:"; git status --porcelain --untracked-files=all -- config/crd/bases config/rbac api dist; exit 1; }
+	@git diff --exit-code -- config api dist charts || { echo "generated files are stale: run 'make manifests generate build-installer' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- config/crd/bases config/rbac api dist charts)" || { echo "untracked generated files:"; git status --porcelain --untracked-files=all -- config/crd/bases config/rbac api dist charts; exit 1; }
 	$(MAKE) --no-print-directory lint
 
 .PHONY: controlplane
@@ -91,8 +111,8 @@ controlplane: ## Build (once) and print the cached etcd + kube-apiserver directo
 	@$(KUBEBUILDER_ASSETS_CMD)
 
 .PHONY: test
-test: manifests generate fmt vet ## Run all tests against a real API server (envtest).
-	KUBEBUILDER_ASSETS="$$($(KUBEBUILDER_ASSETS_CMD))" go test $(GO_TEST_FLAGS) ./... -timeout 30m
+test: manifests generate fmt vet ## Run all tests against a real API server (envtest); builds helm once for the chart's tests.
+	HELM="$$($(MAKE) --no-print-directory -s helm)" KUBEBUILDER_ASSETS="$$($(KUBEBUILDER_ASSETS_CMD))" go test $(GO_TEST_FLAGS) ./... -timeout 30m
 
 .PHONY: test-e2e
 test-e2e: ## Rollout scenarios on a local cluster with a simulated fleet, watched by an independent invariant checker.
@@ -139,9 +159,10 @@ undeploy: ## Remove the operator from the cluster of the current kubeconfig.
 INSTALLER_IMG ?= bottlerocket-update-operator:latest
 
 .PHONY: build-installer
-build-installer: manifests ## Render config/default into dist/install.yaml (image $(INSTALLER_IMG)).
+build-installer: manifests ## Render config/default into dist/install.yaml (image $(INSTALLER_IMG)) and the Helm chart from it.
 	@mkdir -p dist
 	$(KUBECTL) kustomize config/default | sed 's|image: bottlerocket-update-operator:latest|image: $(INSTALLER_IMG)|' > dist/install.yaml
+	go run ./hack/chartgen
 
 .PHONY: get-nodes-status
 get-nodes-status: ## Print the fleet's update state.
