@@ -5,6 +5,9 @@
 FROM --platform=$BUILDPLATFORM golang:1.26 AS builder
 ARG TARGETOS=linux
 ARG TARGETARCH
+# Stamped into the binary (-version, the build_info metric); make docker-build passes them.
+ARG VERSION=dev
+ARG COMMIT=unknown
 WORKDIR /src
 # Dependencies first, so that a source change does not download them again.
 COPY go.mod go.sum ./
@@ -13,7 +16,8 @@ RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
-    go build -trimpath -ldflags='-s -w' -o /out/bottlerocket-update-operator .
+    go build -trimpath -ldflags="-s -w -X github.com/bottlerocket-ops/update-operator/internal/buildinfo.Version=${VERSION} -X github.com/bottlerocket-ops/update-operator/internal/buildinfo.Commit=${COMMIT}" \
+    -o /out/bottlerocket-update-operator .
 
 # Static (no libc), no shell, runs as 65532:65532. The agent's DaemonSet overrides the user
 # to root for the host API socket; the controller keeps nonroot.
