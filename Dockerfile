@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 # The one image of both components (-controller / -agent): a static binary on distroless.
 #   docker build -t bottlerocket-update-operator:dev .      (make docker-build IMG=...)
+# Without Docker, `make image` builds the same layout (the binary as /bottlerocket-update-operator,
+# user 65532:65532, no shell) for linux/amd64 and linux/arm64 as an OCI tarball (hack/image).
 
 FROM --platform=$BUILDPLATFORM golang:1.26 AS builder
 ARG TARGETOS=linux
