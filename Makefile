@@ -162,8 +162,8 @@ deploy: manifests ## Deploy the operator (image $(IMG)) to the cluster of the cu
 	$(KUBECTL) kustomize config/default | sed 's|image: bottlerocket-update-operator:latest|image: $(IMG)|' | $(KUBECTL) apply --server-side -f -
 
 .PHONY: undeploy
-undeploy: ## Remove the operator from the cluster of the current kubeconfig.
-	$(KUBECTL) kustomize config/default | $(KUBECTL) delete --ignore-not-found -f -
+undeploy: ## Remove the operator cleanly: UpdatePolicies first, wait for the nodes' release (TIMEOUT=600 s), then the rest.
+	KUBECTL=$(KUBECTL) hack/uninstall.sh
 
 # The image written into dist/install.yaml; the committed file keeps the placeholder.
 INSTALLER_IMG ?= bottlerocket-update-operator:latest
