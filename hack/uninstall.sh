@@ -64,7 +64,7 @@ fi
 
 if [[ -n "$release" ]]; then
   log "helm uninstall $release"
-  "$HELM" uninstall "$release" ${release_ns:+--namespace "$release_ns"} --wait
+  "$HELM" uninstall "$release" ${release_ns:+--namespace "$release_ns"}
   log "deleting the CRDs (Helm leaves them)"
   "$KUBECTL" delete --ignore-not-found -f charts/bottlerocket-update-operator/crds/
 else
