@@ -9,9 +9,19 @@ CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 GOLANGCI_LINT_VERSION = $(shell sed -n 's#^\(require\)\{0,1\}[[:space:]]*github.com/golangci/golangci-lint/v2 \(v[^[:space:]]*\).*#\2#p' hack/lint/go.mod)
 TOOLS_CACHE = $${BRUPOP_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/bottlerocket-update-operator}/tools
 GOLANGCI_LINT = $(TOOLS_CACHE)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+# helm is pinned in hack/helm/go.mod (its own module) and built the same way, stamped as helm's
+# own build stamps it (its version, and the Kubernetes version of its client libraries as the
+# default cluster version of `helm template`); the chart's tests find it through HELM.
+HELM_VERSION = $(shell sed -n 's#^\(require\)\{0,1\}[[:space:]]*helm.sh/helm/v3 \(v[^[:space:]]*\).*#\2#p' hack/helm/go.mod)
+HELM = $(TOOLS_CACHE)/helm-$(HELM_VERSION)
 KUBECTL ?= kubectl
 GO_TEST_FLAGS ?= -race
 BINARY := bottlerocket-update-operator
+# Stamped into the binary (-version, the build_info metric) and the image's labels.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BUILDINFO := github.com/bottlerocket-ops/update-operator/internal/buildinfo
+LDFLAGS := -s -w -X $(BUILDINFO).Version=$(VERSION) -X $(BUILDINFO).Commit=$(COMMIT)
 
 # The control-plane binaries (etcd, kube-apiserver) are built from the Go module proxy once and
 # cached outside the repository; hack/controlplane.sh prints their directory.
@@ -78,12 +88,27 @@ lint: ## Run golangci-lint (.golangci.yml) on the module; builds the pinned vers
 	fi; \
 	"$$lint" run ./...
 
+.PHONY: helm
+helm: ## Build (once) the pinned helm into the tools cache and print its path.
+	@helm="$(HELM)"; \
+	if [ ! -x "$$helm" ]; then \
+	  echo "==> building helm $(HELM_VERSION) into $$helm (first time only)" >&2; \
+	  mkdir -p "$$(dirname "$$helm")" && \
+	  k8s_minor="$$(go -C hack/helm list -m -f '{{.Version}}' k8s.io/client-go | cut -d. -f2)" && \
+	  CGO_ENABLED=0 go -C hack/helm build -trimpath -o "$$helm.tmp$$$$" \
+	    -ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	      -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$$k8s_minor -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$$k8s_minor" \
+	    helm.sh/helm/v3/cmd/helm && \
+	  mv "$$helm.tmp$$$$" "$$helm" || exit 1; \
+	fi; \
+	echo "$$helm"
+
 .PHONY: verify
 verify: manifests generate build-installer ## Regenerate everything and fail if anything generated, formatted or linted is stale.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed on:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	go vet ./...
-	@git diff --exit-code -- config api dist || { echo "generated files are stale: run 'make manifests generate build-installer' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain --untracked-files=all -- config/crd/bases config/rbac api dist)" || { echo "untracked generated files:"; git status --porcelain --untracked-files=all -- config/crd/bases config/rbac api dist; exit 1; }
+	@git diff --exit-code -- config api dist charts || { echo "generated files are stale: run 'make manifests generate build-installer' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- config/crd/bases config/rbac api dist charts)" || { echo "untracked generated files:"; git status --porcelain --untracked-files=all -- config/crd/bases config/rbac api dist charts; exit 1; }
 	$(MAKE) --no-print-directory lint
 
 .PHONY: controlplane
@@ -91,8 +116,8 @@ controlplane: ## Build (once) and print the cached etcd + kube-apiserver directo
 	@$(KUBEBUILDER_ASSETS_CMD)
 
 .PHONY: test
-test: manifests generate fmt vet ## Run all tests against a real API server (envtest).
-	KUBEBUILDER_ASSETS="$$($(KUBEBUILDER_ASSETS_CMD))" go test $(GO_TEST_FLAGS) ./... -timeout 30m
+test: manifests generate fmt vet ## Run all tests against a real API server (envtest); builds helm once for the chart's tests.
+	HELM="$$($(MAKE) --no-print-directory -s helm)" KUBEBUILDER_ASSETS="$$($(KUBEBUILDER_ASSETS_CMD))" go test $(GO_TEST_FLAGS) ./... -timeout 30m
 
 .PHONY: test-e2e
 test-e2e: ## Rollout scenarios on a local cluster with a simulated fleet, watched by an independent invariant checker.
@@ -106,8 +131,13 @@ bench: ## Run the benchmarks and print their figures.
 ##@ Build
 
 .PHONY: build
-build: ## Build the static operator binary into bin/.
-	CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o $(LOCALBIN)/$(BINARY) .
+build: ## Build the static operator binary into bin/ (VERSION and COMMIT stamped in).
+	CGO_ENABLED=0 go build -trimpath -ldflags='$(LDFLAGS)' -o $(LOCALBIN)/$(BINARY) .
+
+.PHONY: image
+image: ## Build the OCI image (linux/amd64 + linux/arm64) without Docker into bin/image/ (VERSION, COMMIT stamped).
+	go run ./hack/image -version $(VERSION) -commit $(COMMIT) -epoch $$(git log -1 --format=%ct 2>/dev/null || echo 0) \
+	  -out $(LOCALBIN)/image/$(BINARY).oci.tar
 
 .PHONY: run
 run: manifests generate fmt vet ## Run the controller against the current kubeconfig.
@@ -115,7 +145,7 @@ run: manifests generate fmt vet ## Run the controller against the current kubeco
 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).
-	docker build -t $(IMG) .
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMG) .
 
 ##@ Deployment
 
@@ -132,16 +162,17 @@ deploy: manifests ## Deploy the operator (image $(IMG)) to the cluster of the cu
 	$(KUBECTL) kustomize config/default | sed 's|image: bottlerocket-update-operator:latest|image: $(IMG)|' | $(KUBECTL) apply --server-side -f -
 
 .PHONY: undeploy
-undeploy: ## Remove the operator from the cluster of the current kubeconfig.
-	$(KUBECTL) kustomize config/default | $(KUBECTL) delete --ignore-not-found -f -
+undeploy: ## Remove the operator cleanly: UpdatePolicies first, wait for the nodes' release (TIMEOUT=600 s), then the rest.
+	KUBECTL=$(KUBECTL) hack/uninstall.sh
 
 # The image written into dist/install.yaml; the committed file keeps the placeholder.
 INSTALLER_IMG ?= bottlerocket-update-operator:latest
 
 .PHONY: build-installer
-build-installer: manifests ## Render config/default into dist/install.yaml (image $(INSTALLER_IMG)).
+build-installer: manifests ## Render config/default into dist/install.yaml (image $(INSTALLER_IMG)) and the Helm chart from it.
 	@mkdir -p dist
 	$(KUBECTL) kustomize config/default | sed 's|image: bottlerocket-update-operator:latest|image: $(INSTALLER_IMG)|' > dist/install.yaml
+	go run ./hack/chartgen
 
 .PHONY: get-nodes-status
 get-nodes-status: ## Print the fleet's update state.

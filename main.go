@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"time"
+	_ "time/tzdata" // maintenance windows name IANA time zones; the image has no zoneinfo
 
 	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -16,12 +17,14 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/bottlerocket-ops/update-operator/agent"
 	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
 	updatesv1alpha1 "github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers"
+	"github.com/bottlerocket-ops/update-operator/internal/buildinfo"
 )
 
 var scheme = runtime.NewScheme()
@@ -35,6 +38,7 @@ func init() {
 type options struct {
 	controller bool
 	agent      bool
+	version    bool
 
 	metricsAddr          string
 	probeAddr            string
@@ -51,6 +55,7 @@ func main() {
 	var o options
 	flag.BoolVar(&o.controller, "controller", false, "Run the cluster-wide controller.")
 	flag.BoolVar(&o.agent, "agent", false, "Run the per-node agent (DaemonSet).")
+	flag.BoolVar(&o.version, "version", false, "Print the version and commit this binary was built from, and exit.")
 	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
 	flag.BoolVar(&o.leaderElect, "leader-elect", false, "Controller: elect a leader so that only one replica acts.")
@@ -63,9 +68,15 @@ func main() {
 	zapOpts := zap.Options{Development: false, TimeEncoder: zapcore.ISO8601TimeEncoder}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if o.version {
+		fmt.Println(buildinfo.String())
+		return
+	}
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
+	log.Info("Starting", "version", buildinfo.Version, "commit", buildinfo.Commit)
+	ctrlmetrics.Registry.MustRegister(buildinfo.Collector())
 
 	var err error
 	switch {

@@ -418,7 +418,7 @@ type WaveStatus struct {
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:scope=Cluster,shortName=upol
+// +kubebuilder:resource:scope=Cluster,shortName=upol,categories=bottlerocket
 // +kubebuilder:printcolumn:name="Target",type=string,JSONPath=`.status.targetVersion`
 // +kubebuilder:printcolumn:name="Progress",type=string,JSONPath=`.status.progress`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`

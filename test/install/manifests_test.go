@@ -36,6 +36,9 @@ func TestManifestsAreComplete(t *testing.T) {
 		{"Service", "bottlerocket-update-agent-metrics"},
 		{"ValidatingAdmissionPolicy", policyName},
 		{"ValidatingAdmissionPolicyBinding", policyName},
+		{"NetworkPolicy", "bottlerocket-update-operator"},
+		{"ClusterRole", "bottlerocket-update-operator-view"},
+		{"ClusterRole", "bottlerocket-update-operator-edit"},
 	} {
 		find(t, want.kind, want.name)
 	}
