@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
@@ -52,6 +53,9 @@ type RolloutReconciler struct {
 	// PollInterval is how soon nodes whose progress depends on what is not watched (pods
 	// being evicted, workloads becoming healthy) are looked at again.
 	PollInterval time.Duration
+
+	// expect holds our last writes of BottlerocketNodes, which a pass's view must include.
+	expect expectations
 }
 
 // SetupWithManager registers the rollout controller.
@@ -85,6 +89,9 @@ func (r *RolloutReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 	w, err := r.read(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if wait, err := r.catchUp(ctx, w); wait || err != nil {
+		return ctrl.Result{RequeueAfter: cacheCatchUpWait}, err
 	}
 	if upstream, err := r.upstreamInstalled(ctx); err != nil || upstream {
 		if err == nil {
@@ -121,6 +128,30 @@ func (r *RolloutReconciler) read(ctx context.Context) (*world, error) {
 		}
 	}
 	return w, nil
+}
+
+// catchUp makes sure the pass plans from a view that holds the controller's own last writes
+// of BottlerocketNodes: when the cache lags behind them, it asks to try again shortly (wait),
+// and after cacheCatchUpTries such waits reads the BottlerocketNodes from the API server.
+func (r *RolloutReconciler) catchUp(ctx context.Context, w *world) (wait bool, err error) {
+	missing := r.expect.behind(w.brns.Items)
+	if missing == 0 {
+		r.expect.caughtUp()
+		return false, nil
+	}
+	logger := log.FromContext(ctx)
+	if r.expect.wait() {
+		logger.V(1).Info("Waiting for the cache to hold our own writes", "missing", missing)
+		return true, nil
+	}
+	var live v1alpha1.BottlerocketNodeList
+	if err := r.APIReader.List(ctx, &live); err != nil {
+		return false, fmt.Errorf("reading BottlerocketNodes from the API server (the cache lags behind our writes): %w", err)
+	}
+	logger.Info("Planning from the API server: the cache lags behind our own writes", "missing", missing)
+	w.brns = live
+	r.expect.behind(live.Items)
+	return false, nil
 }
 
 // plannerInput pairs every supported Bottlerocket Node with its BottlerocketNode and counts
