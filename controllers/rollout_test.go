@@ -1,6 +1,8 @@
 package controllers_test
 
 import (
+	"context"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -150,3 +152,49 @@ func lifecycleFrom(seen []v1alpha1.NodePhase) []v1alpha1.NodePhase {
 	}
 	return want
 }
+
+var _ = Describe("A node excluded mid-reboot", func() {
+	It("stays charged to the budget and cordoned until it is back, then is released", func() {
+		f := newFleet()
+		m := f.watchFleet()
+		f.addPolicy("p", rolloutSpec())
+		nodes := f.addBottlerocketNodes("a", "b")
+		for _, n := range nodes {
+			agentReady(n)
+		}
+		first := staging(nodes)
+		second := theOther(nodes, first)
+		agentStaged(first)
+		expectNode(first, v1alpha1.PhaseRebooting, intent(v1alpha1.ActionReboot), cordonedByUs(true))
+		expectNode(second, v1alpha1.PhaseStaging)
+		agentStaged(second)
+		expectNode(second, v1alpha1.PhaseStaged, reason(v1alpha1.ReasonBudgetExhausted))
+
+		By("excluding the rebooting node: its reboot is carried on, its slot stays taken")
+		setReady(first, false)
+		Eventually(func(g Gomega) {
+			node := getNode(g, first)
+			orig := node.DeepCopy()
+			node.Annotations[v1alpha1.AnnotationExclude] = "true"
+			g.Expect(k8s.Patch(context.Background(), node, client.MergeFrom(orig))).To(Succeed())
+		}).Should(Succeed())
+		expectNode(first, v1alpha1.PhaseRebooting, intent(v1alpha1.ActionReboot), cordonedByUs(true),
+			func(g Gomega, brn *v1alpha1.BottlerocketNode) {
+				g.Expect(brn.Status.Message).To(ContainSubstring("carried on"))
+			})
+		expectNode(second, v1alpha1.PhaseStaged, reason(v1alpha1.ReasonBudgetExhausted))
+
+		By("released once back: uncordoned, our annotations gone; then the next node goes")
+		agentRebooted(first, toVersion)
+		expectNode(first, v1alpha1.PhaseVerifying, cordonedByUs(true))
+		setReady(first, true)
+		expectNode(first, v1alpha1.PhaseIdle, intent(v1alpha1.ActionNone), reason(v1alpha1.ReasonExcluded), cordonedByUs(false),
+			func(g Gomega, brn *v1alpha1.BottlerocketNode) {
+				g.Expect(getNode(g, brn.Name).Annotations).NotTo(HaveKey(v1alpha1.AnnotationAutoscalerGuard))
+				g.Expect(getNode(g, brn.Name).Annotations).NotTo(HaveKey(v1alpha1.AnnotationKarpenterDoNotDisrupt))
+			})
+		expectNode(second, v1alpha1.PhaseRebooting, intent(v1alpha1.ActionReboot), cordonedByUs(true))
+		maxUnavailable, _, _ := m.report()
+		Expect(maxUnavailable).To(Equal(1), "never more nodes unavailable than maxUnavailable")
+	})
+})

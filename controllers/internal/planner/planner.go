@@ -265,7 +265,8 @@ func Compute(in Input) Plan {
 		Policies: make(map[string]PolicyReport, len(in.Policies)),
 	}
 	passes := preparePolicies(&in, observe(in.Nodes))
-	scope(in, passes, plan.Nodes)
+	disrupted := scope(in, passes, plan.Nodes)
+	plan.NextWake, plan.Poll = carryOn(in, passes, disrupted, plan.Nodes)
 	for _, p := range passes {
 		p.plan(plan.Nodes)
 		plan.Policies[p.policy.Name] = p.report

@@ -22,6 +22,9 @@ type policyPass struct {
 	badWindows bool            // an invalid schedule or time zone: nothing enters Draining
 
 	members []int // indices into Input.Nodes
+	// held are the nodes disrupted under the policy that it no longer governs: charged to
+	// its budgets until they are back (see carryOn).
+	held []int
 	target  string
 	source  v1alpha1.TargetSource // where target came from
 	waves   []waveState
@@ -198,6 +201,7 @@ func (pp *policyPass) count(classes []nodeClass, out []NodeDecision) {
 		}
 		pp.countClass(classes[k], i, down, &out[i])
 	}
+	pp.countHeld()
 	pp.report.Unavailable = pp.unavail
 	pp.zoneLimit = make(map[string]int, len(zoneNodes))
 	for zone, n := range zoneNodes {
