@@ -24,37 +24,49 @@ const (
 	cacheCatchUpTries = 5
 )
 
-// expectations remembers the controller's last write of each BottlerocketNode.
+// expectations remembers the controller's last write of each BottlerocketNode and
+// UpdatePolicy.
 type expectations struct {
 	mu sync.Mutex
-	// written maps a BottlerocketNode's name to the resourceVersion our last write returned.
-	written map[string]string
+	// written maps an object (its kind and name) to the resourceVersion our last write
+	// returned.
+	written map[expectKey]string
 	// deferred counts the passes deferred in a row for a lagging cache.
 	deferred int
 }
 
-// wrote records a write of brn, as the API server answered it.
-func (e *expectations) wrote(brn client.Object) {
+type expectKey struct {
+	policy bool // an UpdatePolicy; else a BottlerocketNode
+	name   string
+}
+
+// wrote records a write of a BottlerocketNode or an UpdatePolicy, as the API server answered it.
+func (e *expectations) wrote(obj client.Object) {
+	_, policy := obj.(*v1alpha1.UpdatePolicy)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.written == nil {
-		e.written = map[string]string{}
+		e.written = map[expectKey]string{}
 	}
-	e.written[brn.GetName()] = brn.GetResourceVersion()
+	e.written[expectKey{policy, obj.GetName()}] = obj.GetResourceVersion()
 }
 
-// behind reports how many of our writes the view lacks, and forgets those it holds. A
-// BottlerocketNode missing from the view is forgotten: a node without one is not planned. A
-// resourceVersion that cannot be compared counts as missing.
-func (e *expectations) behind(view []v1alpha1.BottlerocketNode) int {
+// behind reports how many of our writes the view lacks, and forgets those it holds. An
+// object missing from the view is forgotten (a node without a BottlerocketNode is not
+// planned; a policy gone governs nothing). A resourceVersion that cannot be compared counts
+// as missing.
+func (e *expectations) behind(brns []v1alpha1.BottlerocketNode, policies []v1alpha1.UpdatePolicy) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if len(e.written) == 0 {
 		return 0
 	}
-	seen := make(map[string]string, len(view))
-	for i := range view {
-		seen[view[i].Name] = view[i].ResourceVersion
+	seen := make(map[expectKey]string, len(brns)+len(policies))
+	for i := range brns {
+		seen[expectKey{false, brns[i].Name}] = brns[i].ResourceVersion
+	}
+	for i := range policies {
+		seen[expectKey{true, policies[i].Name}] = policies[i].ResourceVersion
 	}
 	missing := 0
 	for name, rv := range e.written {

@@ -5,6 +5,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -196,5 +198,37 @@ var _ = Describe("A node excluded mid-reboot", func() {
 		expectNode(second, v1alpha1.PhaseRebooting, intent(v1alpha1.ActionReboot), cordonedByUs(true))
 		maxUnavailable, _, _ := m.report()
 		Expect(maxUnavailable).To(Equal(1), "never more nodes unavailable than maxUnavailable")
+	})
+})
+
+var _ = Describe("A Node deleted mid-update", func() {
+	It("is a failure: the policy records it and halts at failurePolicy.maxFailedNodes", func(ctx SpecContext) {
+		f := newFleet()
+		p := f.addPolicy("p", rolloutSpec(func(s *v1alpha1.UpdatePolicySpec) { s.FailurePolicy.MaxFailedNodes = 1 }))
+		nodes := f.addBottlerocketNodes("a", "b")
+		for _, n := range nodes {
+			agentReady(n)
+		}
+		first := staging(nodes)
+		second := theOther(nodes, first)
+		agentStaged(first)
+		expectNode(first, v1alpha1.PhaseRebooting, cordonedByUs(true))
+		expectNode(second, v1alpha1.PhaseStaging)
+		agentStaged(second)
+		expectNode(second, v1alpha1.PhaseStaged, reason(v1alpha1.ReasonBudgetExhausted))
+
+		By("an autoscaler replaces the rebooting instance: its Node goes")
+		Expect(k8s.Delete(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: first}})).To(Succeed())
+		Eventually(func(g Gomega) {
+			got := getPolicy(g, p.Name)
+			g.Expect(got.Status.DeletedNodes).To(ConsistOf(SatisfyAll(
+				HaveField("Name", first), HaveField("TargetVersion", toVersion),
+				HaveField("Phase", v1alpha1.PhaseRebooting), HaveField("Reason", v1alpha1.ReasonNodeDeleted))))
+			g.Expect(got.Status.Conditions).To(ContainElement(condition(v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonFailureBudgetSpent)))
+		}).Should(Succeed())
+		expectNode(second, v1alpha1.PhaseStaged, reason(v1alpha1.ReasonRolloutHalted))
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKey{Name: first}, &v1alpha1.BottlerocketNode{}))
+		}).Should(BeTrue(), "the BottlerocketNode goes with its Node")
 	})
 })

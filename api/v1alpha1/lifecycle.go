@@ -201,6 +201,11 @@ const (
 	ReasonDrainTimeout Reason = "DrainTimeout"
 	// ReasonReadyTimeout: the node was not back, verified or healthy within health.readyTimeout.
 	ReasonReadyTimeout Reason = "ReadyTimeout"
+	// ReasonNodeDeleted: the Node was deleted while the operator was disrupting it (cordoned:
+	// Draining, Rebooting or Verifying), as an autoscaler replacing instances of a bad image
+	// does. Its BottlerocketNode goes with it; the policy keeps the failure in
+	// status.deletedNodes, and it counts toward failurePolicy.maxFailedNodes.
+	ReasonNodeDeleted Reason = "NodeDeleted"
 )
 
 // Labels and annotations of the operator. The retry, exclude and resume annotations are the

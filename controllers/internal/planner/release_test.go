@@ -115,3 +115,59 @@ func TestDrainingNodeReleasedAtOnce(t *testing.T) {
 		t.Errorf("policy p reports %d unavailable, want 1 (a, until its Node is seen uncordoned)", got)
 	}
 }
+
+// A node whose Node was deleted mid-update (status.deletedNodes) counts toward the failure
+// budget of the rollout to its target, unless a person resumed the rollout since.
+func TestDeletedNodesCountAsFailures(t *testing.T) {
+	deleted := v1alpha1.DeletedNode{Name: "gone", TargetVersion: target, Phase: v1alpha1.PhaseRebooting,
+		Reason: v1alpha1.ReasonNodeDeleted, Time: *mtime(t0.Add(-time.Minute))}
+	for name, tc := range map[string]struct {
+		mod    func(*v1alpha1.UpdatePolicyStatus)
+		halted bool
+	}{
+		"deleted for the target":     {func(*v1alpha1.UpdatePolicyStatus) {}, true},
+		"deleted for another target": {func(st *v1alpha1.UpdatePolicyStatus) { st.DeletedNodes[0].TargetVersion = "1.19.0" }, false},
+		"deleted before a resume":    {func(st *v1alpha1.UpdatePolicyStatus) { st.ResumeTime = mtime(t0.Add(-time.Second)) }, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := withSpec(maxUnavailable("1"))
+			p.Spec.Version = target
+			p.Status.DeletedNodes = []v1alpha1.DeletedNode{deleted}
+			tc.mod(&p.Status)
+			plan := Compute(in(one(p), at(h("b"), v1alpha1.PhaseStaged, target)))
+			d := decisionsByName(plan)["b"]
+			if got := plan.Policies["p"].Halted; got != tc.halted {
+				t.Errorf("halted %v, want %v (b: %s %s)", got, tc.halted, d.Phase, d.Reason)
+			}
+			if tc.halted && d.Reason != v1alpha1.ReasonRolloutHalted {
+				t.Errorf("b: %s (%s); want RolloutHalted", d.Phase, d.Reason)
+			}
+		})
+	}
+}
+
+// A BottlerocketNode whose Node went while we held it cordoned is recorded, once, in its
+// policy's deletedNodes, and halts the rollout in the same pass.
+func TestNodeDeletedMidUpdateIsRecorded(t *testing.T) {
+	gone := at(h("gone"), v1alpha1.PhaseRebooting, target).BRN
+	gone.Spec.Policy = "p"
+	staging := at(h("was-staging"), v1alpha1.PhaseStaging, target).BRN
+	staging.Spec.Policy = "p"
+	p := withSpec(maxUnavailable("1"))
+	p.Spec.Version = target
+	input := in(one(p), at(h("b"), v1alpha1.PhaseStaged, target))
+	input.Deleted = []*v1alpha1.BottlerocketNode{gone, staging}
+	plan := Compute(input)
+	rep := plan.Policies["p"]
+	if len(rep.DeletedNodes) != 1 || rep.DeletedNodes[0].Name != "gone" || rep.DeletedNodes[0].Reason != v1alpha1.ReasonNodeDeleted {
+		t.Fatalf("deletedNodes %+v; want the rebooting node only, NodeDeleted", rep.DeletedNodes)
+	}
+	if d := decisionsByName(plan)["b"]; !rep.Halted || d.Reason != v1alpha1.ReasonRolloutHalted {
+		t.Errorf("halted %v, b %s (%s); want halted at maxFailedNodes 1", rep.Halted, d.Phase, d.Reason)
+	}
+	input.Policies[0].Status.DeletedNodes = rep.DeletedNodes
+	input.Now = input.Now.Add(time.Minute)
+	if again := Compute(input).Policies["p"].DeletedNodes; len(again) != 1 || !again[0].Time.Equal(&rep.DeletedNodes[0].Time) {
+		t.Errorf("recorded again: %+v", again)
+	}
+}
