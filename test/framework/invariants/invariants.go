@@ -8,6 +8,8 @@ package invariants
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -342,7 +344,8 @@ func (c *Checker) Instant(s Snapshot) (peak int, out []Violation) {
 	f := newFleet(s)
 	f.charged = c.charge(f)
 	for p := range s.Policies {
-		governed, down := 0, 0
+		governed := 0
+		var down []string
 		zones, zoneDown := map[string]int{}, map[string]int{}
 		for i, n := range s.Nodes {
 			zone := n.Node.Labels[v1alpha1.LabelZone]
@@ -351,15 +354,16 @@ func (c *Checker) Instant(s Snapshot) (peak int, out []Violation) {
 				zones[zone]++
 			}
 			if f.charged[i] == p && unavailable(n) {
-				down++
+				down = append(down, n.Node.Name)
 				zoneDown[zone]++
 			}
 		}
-		peak = max(peak, down)
+		peak = max(peak, len(down))
 		name := s.Policies[p].Name
-		if limit, _ := s.Policies[p].Spec.MaxUnavailableOf(governed); down > limit {
-			out = append(out, Violation{Rule: RuleBudget, Policy: name,
-				Message: fmt.Sprintf("%d nodes unavailable at %s, budget %d", down, s.Now.Format(time.RFC3339Nano), limit)})
+		if limit, _ := s.Policies[p].Spec.MaxUnavailableOf(governed); len(down) > limit {
+			slices.Sort(down)
+			out = append(out, Violation{Rule: RuleBudget, Policy: name, Node: strings.Join(down, ","),
+				Message: fmt.Sprintf("%d nodes unavailable at %s, budget %d", len(down), s.Now.Format(time.RFC3339Nano), limit)})
 		}
 		for zone, d := range zoneDown {
 			if zl, _ := s.Policies[p].Spec.MaxUnavailablePerZoneOf(zones[zone]); d > zl {
