@@ -17,8 +17,8 @@ import (
 )
 
 // applyNodes writes every node's decision that changes something. A node planned from a
-// cache older than our own last write is skipped (Conflict): the watch event of the newer
-// object plans again.
+// cache older than somebody else's last write is skipped (Conflict): the watch event of the
+// newer object plans again. (Our own writes are always in the view: see catchUp.)
 func (r *RolloutReconciler) applyNodes(ctx context.Context, in planner.Input, plan planner.Plan) error {
 	var errs []error
 	for i := range plan.Nodes {
@@ -74,6 +74,7 @@ func (r *RolloutReconciler) writeBRN(ctx context.Context, orig, brn *v1alpha1.Bo
 		if err := r.Client.Patch(ctx, written, lock, client.FieldOwner(FieldManager)); err != nil {
 			return fmt.Errorf("writing the intent of BottlerocketNode %s: %w", brn.Name, err)
 		}
+		r.expect.wrote(written)
 		base := orig.DeepCopy()
 		base.ResourceVersion = written.ResourceVersion
 		lock = client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})
@@ -82,6 +83,7 @@ func (r *RolloutReconciler) writeBRN(ctx context.Context, orig, brn *v1alpha1.Bo
 		if err := r.Client.Status().Patch(ctx, brn, lock, client.FieldOwner(FieldManager)); err != nil {
 			return fmt.Errorf("writing the status of BottlerocketNode %s: %w", brn.Name, err)
 		}
+		r.expect.wrote(brn)
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/controllers/internal/planner"
 )
 
 // FieldManager is the controller's field manager: it owns BottlerocketNode spec, the
@@ -70,10 +71,20 @@ func (r *NodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 }
 
 // forget deletes the BottlerocketNode of a Node that is gone. The owner reference lets the
-// garbage collector do this too; doing it here frees the node's slot at once.
+// garbage collector do this too; doing it here frees the node's slot at once. A node deleted
+// while we held it cordoned is left to the rollout controller, which records the failure in
+// its policy's status first (status.deletedNodes) and then deletes it.
 func (r *NodeReconciler) forget(ctx context.Context, name string) error {
 	brn := &v1alpha1.BottlerocketNode{ObjectMeta: metav1.ObjectMeta{Name: name}}
-	if err := r.Client.Delete(ctx, brn); client.IgnoreNotFound(err) != nil {
+	switch err := r.Client.Get(ctx, client.ObjectKeyFromObject(brn), brn); {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading the BottlerocketNode of gone Node %s: %w", name, err)
+	case planner.DeletedMidUpdate(brn):
+		return nil
+	}
+	if err := r.Client.Delete(ctx, brn, client.Preconditions{UID: &brn.UID}); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("deleting the BottlerocketNode of gone Node %s: %w", name, err)
 	}
 	return nil

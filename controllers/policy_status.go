@@ -34,6 +34,7 @@ func (r *RolloutReconciler) writePolicyStatus(ctx context.Context, p *v1alpha1.U
 	if err := r.Client.Status().Patch(ctx, p, client.MergeFrom(orig), client.FieldOwner(FieldManager)); err != nil {
 		return fmt.Errorf("writing the status of UpdatePolicy %s: %w", p.Name, err)
 	}
+	r.expect.wrote(p)
 	return nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
@@ -52,6 +53,9 @@ type RolloutReconciler struct {
 	// PollInterval is how soon nodes whose progress depends on what is not watched (pods
 	// being evicted, workloads becoming healthy) are looked at again.
 	PollInterval time.Duration
+
+	// expect holds our last writes of BottlerocketNodes, which a pass's view must include.
+	expect expectations
 }
 
 // SetupWithManager registers the rollout controller.
@@ -86,6 +90,9 @@ func (r *RolloutReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	if wait, err := r.catchUp(ctx, w); wait || err != nil {
+		return ctrl.Result{RequeueAfter: cacheCatchUpWait}, err
+	}
 	if upstream, err := r.upstreamInstalled(ctx); err != nil || upstream {
 		if err == nil {
 			err = r.standAside(ctx, w.policies.Items, w.now)
@@ -102,6 +109,10 @@ func (r *RolloutReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 	errs := []error{r.applyNodes(ctx, in, plan)}
 	for i := range active {
 		errs = append(errs, r.writePolicyStatus(ctx, &active[i], plan.Policies[active[i].Name], w.now))
+	}
+	if err := errors.Join(errs...); err == nil {
+		// Recorded in their policies' status: the BottlerocketNodes of deleted Nodes can go.
+		errs = append(errs, r.forgetDeleted(ctx, in.Deleted))
 	}
 	errs = append(errs, r.finalize(ctx, deleting, w.brns.Items))
 	if err := errors.Join(errs...); err != nil {
@@ -123,6 +134,33 @@ func (r *RolloutReconciler) read(ctx context.Context) (*world, error) {
 	return w, nil
 }
 
+// catchUp makes sure the pass plans from a view that holds the controller's own last writes
+// of BottlerocketNodes and UpdatePolicies: when the cache lags behind them, it asks to try
+// again shortly (wait), and after cacheCatchUpTries such waits reads them from the API server.
+func (r *RolloutReconciler) catchUp(ctx context.Context, w *world) (wait bool, err error) {
+	missing := r.expect.behind(w.brns.Items, w.policies.Items)
+	if missing == 0 {
+		r.expect.caughtUp()
+		return false, nil
+	}
+	logger := log.FromContext(ctx)
+	if r.expect.wait() {
+		logger.V(1).Info("Waiting for the cache to hold our own writes", "missing", missing)
+		return true, nil
+	}
+	var brns v1alpha1.BottlerocketNodeList
+	var policies v1alpha1.UpdatePolicyList
+	for what, list := range map[string]client.ObjectList{"BottlerocketNodes": &brns, "UpdatePolicies": &policies} {
+		if err := r.APIReader.List(ctx, list); err != nil {
+			return false, fmt.Errorf("reading %s from the API server (the cache lags behind our writes): %w", what, err)
+		}
+	}
+	logger.Info("Planning from the API server: the cache lags behind our own writes", "missing", missing)
+	w.brns, w.policies = brns, policies
+	r.expect.behind(brns.Items, policies.Items)
+	return false, nil
+}
+
 // plannerInput pairs every supported Bottlerocket Node with its BottlerocketNode and counts
 // the Nodes (of any OS) that could take evicted pods.
 func (r *RolloutReconciler) plannerInput(w *world, active []v1alpha1.UpdatePolicy) planner.Input {
@@ -131,8 +169,10 @@ func (r *RolloutReconciler) plannerInput(w *world, active []v1alpha1.UpdatePolic
 		byName[w.brns.Items[i].Name] = &w.brns.Items[i]
 	}
 	in := planner.Input{Now: w.now, Policies: active, ControllerNode: r.ControllerNode}
+	exists := make(map[string]bool, len(w.nodes.Items))
 	for i := range w.nodes.Items {
 		n := &w.nodes.Items[i]
+		exists[n.Name] = true
 		if !kubeutil.NodeUnavailable(n) {
 			in.SchedulableNodes++
 		}
@@ -140,7 +180,31 @@ func (r *RolloutReconciler) plannerInput(w *world, active []v1alpha1.UpdatePolic
 			in.Nodes = append(in.Nodes, planner.NodeState{Node: n, BRN: byName[n.Name]})
 		}
 	}
+	for i := range w.brns.Items {
+		if brn := &w.brns.Items[i]; !exists[brn.Name] && planner.DeletedMidUpdate(brn) {
+			in.Deleted = append(in.Deleted, brn)
+		}
+	}
 	return in
+}
+
+// forgetDeleted deletes the BottlerocketNodes of Nodes deleted mid-update, once the pass has
+// recorded them in their policies' status (node discovery leaves them to this), and says so.
+func (r *RolloutReconciler) forgetDeleted(ctx context.Context, deleted []*v1alpha1.BottlerocketNode) error {
+	var errs []error
+	for _, brn := range deleted {
+		if err := r.Client.Delete(ctx, brn, client.Preconditions{UID: &brn.UID}); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("deleting the BottlerocketNode of deleted Node %s: %w", brn.Name, err))
+			continue
+		}
+		failures.WithLabelValues(brn.Spec.Policy, string(v1alpha1.ReasonNodeDeleted)).Inc()
+		r.Recorder.Eventf(brn, nil, corev1.EventTypeWarning, string(v1alpha1.ReasonNodeDeleted), "Update",
+			"Node %s was deleted while %s for %s; it counts toward failurePolicy.maxFailedNodes of UpdatePolicy %s",
+			brn.Name, brn.Status.Phase, brn.Spec.TargetVersion, brn.Spec.Policy)
+		log.FromContext(ctx).Info("Node deleted mid-update: recorded as a failure", "node", brn.Name,
+			"policy", brn.Spec.Policy, "phase", brn.Status.Phase, "target", brn.Spec.TargetVersion)
+	}
+	return errors.Join(errs...)
 }
 
 // requeue comes back at the earliest wake-up, or after PollInterval when progress depends on

@@ -1,8 +1,12 @@
 package controllers_test
 
 import (
+	"context"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -150,3 +154,81 @@ func lifecycleFrom(seen []v1alpha1.NodePhase) []v1alpha1.NodePhase {
 	}
 	return want
 }
+
+var _ = Describe("A node excluded mid-reboot", func() {
+	It("stays charged to the budget and cordoned until it is back, then is released", func() {
+		f := newFleet()
+		m := f.watchFleet()
+		f.addPolicy("p", rolloutSpec())
+		nodes := f.addBottlerocketNodes("a", "b")
+		for _, n := range nodes {
+			agentReady(n)
+		}
+		first := staging(nodes)
+		second := theOther(nodes, first)
+		agentStaged(first)
+		expectNode(first, v1alpha1.PhaseRebooting, intent(v1alpha1.ActionReboot), cordonedByUs(true))
+		expectNode(second, v1alpha1.PhaseStaging)
+		agentStaged(second)
+		expectNode(second, v1alpha1.PhaseStaged, reason(v1alpha1.ReasonBudgetExhausted))
+
+		By("excluding the rebooting node: its reboot is carried on, its slot stays taken")
+		setReady(first, false)
+		Eventually(func(g Gomega) {
+			node := getNode(g, first)
+			orig := node.DeepCopy()
+			node.Annotations[v1alpha1.AnnotationExclude] = "true"
+			g.Expect(k8s.Patch(context.Background(), node, client.MergeFrom(orig))).To(Succeed())
+		}).Should(Succeed())
+		expectNode(first, v1alpha1.PhaseRebooting, intent(v1alpha1.ActionReboot), cordonedByUs(true),
+			func(g Gomega, brn *v1alpha1.BottlerocketNode) {
+				g.Expect(brn.Status.Message).To(ContainSubstring("carried on"))
+			})
+		expectNode(second, v1alpha1.PhaseStaged, reason(v1alpha1.ReasonBudgetExhausted))
+
+		By("released once back: uncordoned, our annotations gone; then the next node goes")
+		agentRebooted(first, toVersion)
+		expectNode(first, v1alpha1.PhaseVerifying, cordonedByUs(true))
+		setReady(first, true)
+		expectNode(first, v1alpha1.PhaseIdle, intent(v1alpha1.ActionNone), reason(v1alpha1.ReasonExcluded), cordonedByUs(false),
+			func(g Gomega, brn *v1alpha1.BottlerocketNode) {
+				g.Expect(getNode(g, brn.Name).Annotations).NotTo(HaveKey(v1alpha1.AnnotationAutoscalerGuard))
+				g.Expect(getNode(g, brn.Name).Annotations).NotTo(HaveKey(v1alpha1.AnnotationKarpenterDoNotDisrupt))
+			})
+		expectNode(second, v1alpha1.PhaseRebooting, intent(v1alpha1.ActionReboot), cordonedByUs(true))
+		maxUnavailable, _, _ := m.report()
+		Expect(maxUnavailable).To(Equal(1), "never more nodes unavailable than maxUnavailable")
+	})
+})
+
+var _ = Describe("A Node deleted mid-update", func() {
+	It("is a failure: the policy records it and halts at failurePolicy.maxFailedNodes", func(ctx SpecContext) {
+		f := newFleet()
+		p := f.addPolicy("p", rolloutSpec(func(s *v1alpha1.UpdatePolicySpec) { s.FailurePolicy.MaxFailedNodes = 1 }))
+		nodes := f.addBottlerocketNodes("a", "b")
+		for _, n := range nodes {
+			agentReady(n)
+		}
+		first := staging(nodes)
+		second := theOther(nodes, first)
+		agentStaged(first)
+		expectNode(first, v1alpha1.PhaseRebooting, cordonedByUs(true))
+		expectNode(second, v1alpha1.PhaseStaging)
+		agentStaged(second)
+		expectNode(second, v1alpha1.PhaseStaged, reason(v1alpha1.ReasonBudgetExhausted))
+
+		By("an autoscaler replaces the rebooting instance: its Node goes")
+		Expect(k8s.Delete(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: first}})).To(Succeed())
+		Eventually(func(g Gomega) {
+			got := getPolicy(g, p.Name)
+			g.Expect(got.Status.DeletedNodes).To(ConsistOf(SatisfyAll(
+				HaveField("Name", first), HaveField("TargetVersion", toVersion),
+				HaveField("Phase", v1alpha1.PhaseRebooting), HaveField("Reason", v1alpha1.ReasonNodeDeleted))))
+			g.Expect(got.Status.Conditions).To(ContainElement(condition(v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonFailureBudgetSpent)))
+		}).Should(Succeed())
+		expectNode(second, v1alpha1.PhaseStaged, reason(v1alpha1.ReasonRolloutHalted))
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKey{Name: first}, &v1alpha1.BottlerocketNode{}))
+		}).Should(BeTrue(), "the BottlerocketNode goes with its Node")
+	})
+})

@@ -20,6 +20,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -77,12 +78,19 @@ type fleet struct {
 	// policies are touched by tick to make the controller look again.
 	policies []*v1alpha1.UpdatePolicy
 	ticks    atomic.Int64
+	// newCache, when set, builds the controller's cache (a test that delays what it sees).
+	newCache cache.NewCacheFunc
 }
 
 // newFleet starts a controller with a fake clock. Everything the test creates is deleted
 // before the controller stops.
 func newFleet() *fleet {
-	f := &fleet{group: "t" + rand.String(6), clock: clocktesting.NewFakeClock(epoch)}
+	return newFleetWith(nil)
+}
+
+// newFleetWith is newFleet with the controller's cache built by newCache (nil: the usual one).
+func newFleetWith(newCache cache.NewCacheFunc) *fleet {
+	f := &fleet{group: "t" + rand.String(6), clock: clocktesting.NewFakeClock(epoch), newCache: newCache}
 	f.startController()
 	DeferCleanup(func() { f.stopController() })
 	return f
@@ -95,6 +103,7 @@ func (f *fleet) startController() {
 		Scheme:     env.Scheme,
 		Metrics:    metricsserver.Options{BindAddress: "0"},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		NewCache:   f.newCache,
 	})
 	Expect(err).NotTo(HaveOccurred())
 	ctx, cancel := context.WithCancel(context.Background())

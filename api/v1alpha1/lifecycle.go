@@ -27,7 +27,10 @@ package v1alpha1
 //
 // "Unavailable" nodes consume the policy's maxUnavailable budget (in total, per zone and per
 // wave). Besides the phases marked yes, every governed node that is cordoned or not Ready
-// counts, whoever caused it. A slot freed by a node is usable again pauseBetweenNodes after
+// counts, whoever caused it. A node disrupted under a policy that stops governing it
+// (excluded, no longer selected, selected by a second policy, policy deleted) keeps counting
+// against that policy (spec.policy) until it is back: Draining and Stabilizing nodes are
+// released at once, a reboot under way is carried on and released when the Node is Ready. A slot freed by a node is usable again pauseBetweenNodes after
 // that node became Updated from Stabilizing (status.updatedTime); a node found already
 // running the target becomes Updated without holding a slot, and starts no pause.
 //
@@ -198,6 +201,11 @@ const (
 	ReasonDrainTimeout Reason = "DrainTimeout"
 	// ReasonReadyTimeout: the node was not back, verified or healthy within health.readyTimeout.
 	ReasonReadyTimeout Reason = "ReadyTimeout"
+	// ReasonNodeDeleted: the Node was deleted while the operator was disrupting it (cordoned:
+	// Draining, Rebooting or Verifying), as an autoscaler replacing instances of a bad image
+	// does. Its BottlerocketNode goes with it; the policy keeps the failure in
+	// status.deletedNodes, and it counts toward failurePolicy.maxFailedNodes.
+	ReasonNodeDeleted Reason = "NodeDeleted"
 )
 
 // Labels and annotations of the operator. The retry, exclude and resume annotations are the

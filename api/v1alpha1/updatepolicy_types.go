@@ -298,6 +298,29 @@ const (
 	RolloutInvalid     RolloutPhase = "Invalid"
 )
 
+// DeletedNode is a node whose Node was deleted mid-update.
+type DeletedNode struct {
+	// name of the Node.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// targetVersion is the version the node was being updated to.
+	// +kubebuilder:validation:MaxLength=32
+	// +optional
+	TargetVersion string `json:"targetVersion,omitempty"`
+	// phase is where the node was in its update when its Node was deleted.
+	// +optional
+	Phase NodePhase `json:"phase,omitempty"`
+	// reason is NodeDeleted.
+	// +kubebuilder:validation:MaxLength=64
+	// +required
+	Reason Reason `json:"reason"`
+	// time is when the controller saw the Node gone.
+	// +required
+	Time metav1.Time `json:"time"`
+}
+
 // UpdatePolicyStatus is computed by the controller from the world at every reconcile; only
 // what cannot be observed (the rollout's target and start, wave completion times, resume
 // times) is carried over.
@@ -338,6 +361,17 @@ type UpdatePolicyStatus struct {
 	// count toward failurePolicy.maxFailedNodes.
 	// +optional
 	ResumeTime *metav1.Time `json:"resumeTime,omitempty"`
+
+	// deletedNodes are the nodes whose Node was deleted while the operator was disrupting them
+	// (cordoned: Draining, Rebooting or Verifying), such as instances an autoscaler replaced
+	// after a bad image: their BottlerocketNode goes with the Node, so the failure is kept
+	// here. Each counts toward failurePolicy.maxFailedNodes of the rollout to its
+	// targetVersion, as a Failed node does, unless it was deleted before resumeTime. The
+	// newest 32 are kept.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	DeletedNodes []DeletedNode `json:"deletedNodes,omitempty"`
 
 	// progress is "updated/governed", for example 12/50.
 	// +kubebuilder:validation:MaxLength=32

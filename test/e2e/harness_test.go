@@ -36,7 +36,6 @@ import (
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers"
-	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
 	"github.com/bottlerocket-ops/update-operator/test/framework/audit"
 	"github.com/bottlerocket-ops/update-operator/test/framework/deploy"
 	"github.com/bottlerocket-ops/update-operator/test/framework/fleet"
@@ -96,6 +95,7 @@ func newCluster(t *testing.T, nodes int, hc hostsim.Config) *cluster {
 	c.Stack = s
 	t.Cleanup(s.Stop)
 	t.Cleanup(c.checkAudit)
+	t.Cleanup(c.checkCordons)
 	return c
 }
 
@@ -514,41 +514,36 @@ func (w *watcher) entered(b *v1alpha1.BottlerocketNode) bool {
 	return true
 }
 
-// checkInstant checks each policy's budgets against the Nodes as they are: every governed
-// node cordoned or not Ready counts, whoever caused it.
+// checkInstant checks each policy's budgets against the world as it is: every node cordoned,
+// not Ready or in a disrupting phase counts against the policy it is governed by, or was
+// disrupted under and is not back from, whoever caused it and whatever the policies say now.
 func (w *watcher) checkInstant(s invariants.Snapshot) {
-	for _, p := range s.Policies {
-		sel, err := metav1.LabelSelectorAsSelector(p.Spec.NodeSelector)
-		if p.Spec.NodeSelector == nil {
-			sel, err = labels.Everything(), nil
+	peak, violations := w.checker.Instant(s)
+	w.peak = max(w.peak, peak)
+	for _, v := range violations {
+		w.violations = append(w.violations, v.String())
+	}
+}
+
+// checkCordons checks, once a scenario that did not fail otherwise ends, that no node is left
+// cordoned by the operator.
+func (c *cluster) checkCordons() {
+	c.t.Helper()
+	if c.t.Failed() {
+		return
+	}
+	w, err := c.look(context.Background())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	snap := invariants.Snapshot{Now: time.Now(), Policies: w.policies}
+	for i := range w.brns {
+		if n := w.nodes[w.brns[i].Name]; n != nil {
+			snap.Nodes = append(snap.Nodes, invariants.Node{Node: n, BRN: &w.brns[i]})
 		}
-		if err != nil {
-			continue
-		}
-		governed, down := 0, 0
-		zones, zoneDown := map[string]int{}, map[string]int{}
-		for _, n := range s.Nodes {
-			if !sel.Matches(labels.Set(n.Node.Labels)) {
-				continue
-			}
-			zone := n.Node.Labels[v1alpha1.LabelZone]
-			governed++
-			zones[zone]++
-			if kubeutil.NodeUnavailable(n.Node) {
-				down++
-				zoneDown[zone]++
-			}
-		}
-		limit, _ := p.Spec.MaxUnavailableOf(governed)
-		w.peak = max(w.peak, down)
-		if down > limit {
-			w.violations = append(w.violations, fmt.Sprintf("policy %s: %d nodes unavailable at %s, budget %d", p.Name, down, s.Now.Format(time.RFC3339Nano), limit))
-		}
-		for zone, d := range zoneDown {
-			if zl, _ := p.Spec.MaxUnavailablePerZoneOf(zones[zone]); d > zl {
-				w.violations = append(w.violations, fmt.Sprintf("policy %s: zone %s has %d nodes unavailable, budget %d", p.Name, zone, d, zl))
-			}
-		}
+	}
+	for _, v := range invariants.LeftCordoned(snap) {
+		c.t.Error("invariant broken at the end: " + v.String())
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -231,7 +232,7 @@ func TestWatcherCatchesPlantedViolations(t *testing.T) {
 	for _, name := range []string{a, b} {
 		setUnschedulable(t, c.Client, name, true)
 	}
-	c.w.expect(t, "policy fleet: 2 nodes unavailable")
+	c.w.expect(t, "MaxUnavailable: policy fleet node "+strings.Join(slices.Sorted(slices.Values([]string{a, b})), ",")+": 2 nodes unavailable")
 	for _, name := range []string{a, b} {
 		setUnschedulable(t, c.Client, name, false)
 	}

@@ -49,6 +49,10 @@ type Input struct {
 	Nodes []NodeState
 	// ControllerNode is the node hosting the controller; it is updated last in its wave.
 	ControllerNode string
+	// Deleted are the BottlerocketNodes whose Node is gone while we held it cordoned
+	// (DeletedMidUpdate): each is a failure of the policy it was disrupted under, recorded in
+	// its report's DeletedNodes.
+	Deleted []*v1alpha1.BottlerocketNode
 	// SchedulableNodes counts the cluster's Nodes (of any OS) that are Ready and schedulable:
 	// a drain with none left but the node itself says so (NoCapacity).
 	SchedulableNodes int
@@ -223,6 +227,9 @@ type PolicyReport struct {
 	// set when they reach failurePolicy.maxFailedNodes.
 	FailedNodes int
 	Halted      bool
+	// DeletedNodes is status.deletedNodes: those recorded, and the nodes of Input.Deleted
+	// disrupted under the policy (the newest MaxDeletedNodes).
+	DeletedNodes []v1alpha1.DeletedNode
 	// Paused and DryRun echo the spec.
 	Paused bool
 	DryRun bool
@@ -248,6 +255,7 @@ func (r *PolicyReport) ApplyTo(st *v1alpha1.UpdatePolicyStatus) {
 	st.Waves = r.Waves
 	st.NextMaintenanceWindow = optionalTime(r.NextMaintenanceWindow)
 	st.NextNodes = r.NextNodes
+	st.DeletedNodes = r.DeletedNodes
 }
 
 func optionalTime(t time.Time) *metav1.Time {
@@ -265,7 +273,8 @@ func Compute(in Input) Plan {
 		Policies: make(map[string]PolicyReport, len(in.Policies)),
 	}
 	passes := preparePolicies(&in, observe(in.Nodes))
-	scope(in, passes, plan.Nodes)
+	disrupted := scope(in, passes, plan.Nodes)
+	plan.NextWake, plan.Poll = carryOn(in, passes, disrupted, plan.Nodes)
 	for _, p := range passes {
 		p.plan(plan.Nodes)
 		plan.Policies[p.policy.Name] = p.report

@@ -22,10 +22,13 @@ type policyPass struct {
 	badWindows bool            // an invalid schedule or time zone: nothing enters Draining
 
 	members []int // indices into Input.Nodes
-	target  string
-	source  v1alpha1.TargetSource // where target came from
-	waves   []waveState
-	waveOf  []int // wave index of each member, parallel to members
+	// held are the nodes disrupted under the policy that it no longer governs: charged to
+	// its budgets until they are back (see carryOn).
+	held   []int
+	target string
+	source v1alpha1.TargetSource // where target came from
+	waves  []waveState
+	waveOf []int // wave index of each member, parallel to members
 
 	maxUnavailable int
 	zoneLimit      map[string]int
@@ -198,6 +201,8 @@ func (pp *policyPass) count(classes []nodeClass, out []NodeDecision) {
 		}
 		pp.countClass(classes[k], i, down, &out[i])
 	}
+	pp.countHeld()
+	pp.countDeleted()
 	pp.report.Unavailable = pp.unavail
 	pp.zoneLimit = make(map[string]int, len(zoneNodes))
 	for zone, n := range zoneNodes {
@@ -253,6 +258,19 @@ func (pp *policyPass) waveLimits() {
 func (pp *policyPass) countsAsFailure(brn *v1alpha1.BottlerocketNode) bool {
 	resumed := pp.policy.Status.ResumeTime
 	return resumed == nil || brn.Status.FailedTime == nil || brn.Status.FailedTime.After(resumed.Time)
+}
+
+// countDeleted records the nodes deleted mid-update under the policy, and counts those
+// recorded (status.deletedNodes) toward the failure budget: those of this rollout's target
+// deleted after the last resume.
+func (pp *policyPass) countDeleted() {
+	pp.report.DeletedNodes = recordDeleted(pp.policy, pp.in.Deleted, pp.in.Now)
+	resumed := pp.policy.Status.ResumeTime
+	for _, d := range pp.report.DeletedNodes {
+		if d.TargetVersion == pp.target && pp.target != "" && (resumed == nil || d.Time.After(resumed.Time)) {
+			pp.failed++
+		}
+	}
 }
 
 // RetryBackoff is how long a node that failed failures times in a row waits before a retry:

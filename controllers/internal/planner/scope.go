@@ -59,8 +59,9 @@ func excluded(n *corev1.Node) bool {
 }
 
 // scope gives every node to the one policy selecting it. Nodes selected by none, by more than
-// one (a conflict both policies report) or excluded get their final decision here.
-func scope(in Input, passes []*policyPass, out []NodeDecision) {
+// one (a conflict both policies report) or excluded are Idle, and get their final decision
+// here, but for those the operator disrupted: scope returns them (see carryOn).
+func scope(in Input, passes []*policyPass, out []NodeDecision) (disrupted []int) {
 	pairs := map[[2]int]struct{}{}
 	matched := make([]int, 0, len(passes))
 	for i := range in.Nodes {
@@ -87,6 +88,10 @@ func scope(in Input, passes []*policyPass, out []NodeDecision) {
 			idle(d, v1alpha1.ReasonExcluded, "annotation "+v1alpha1.AnnotationExclude+"=true keeps this node from updates")
 		default:
 			passes[matched[0]].members = append(passes[matched[0]].members, i)
+			continue
+		}
+		if brn := in.Nodes[i].BRN; brn != nil && brn.Status.Phase.Unavailable() {
+			disrupted = append(disrupted, i)
 		}
 	}
 	for pair := range pairs {
@@ -96,6 +101,7 @@ func scope(in Input, passes []*policyPass, out []NodeDecision) {
 	for _, p := range passes {
 		slices.Sort(p.report.ConflictsWith)
 	}
+	return disrupted
 }
 
 // matching appends to buf the indices of the policies whose selector selects the node.

@@ -8,6 +8,8 @@ package invariants
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -35,6 +37,7 @@ const (
 	RuleWaveBudget  = "WaveMaxUnavailable"
 	RuleStaging     = "StagingMaxConcurrent"
 	RuleSkippedStep = "SkippedStaging"
+	RuleCordoned    = "LeftCordoned"
 )
 
 // Node is one observed node and its BottlerocketNode (nil if none).
@@ -66,13 +69,18 @@ func (v Violation) String() string {
 // each rollout complete, as the planner persists it.
 type Checker struct {
 	completed map[waveKey]time.Time
+	// charged maps a node seen disrupted under a policy (governed by it, or its spec.policy)
+	// to that policy, until the node is seen back: Ready, schedulable, in no disrupting
+	// phase. Whatever the policies say meanwhile (an exclusion, a selector edit, a second
+	// policy), it counts against that policy's budgets.
+	charged map[string]string
 }
 
 type waveKey struct{ policy, target, wave string }
 
 // NewChecker returns a Checker that has seen nothing yet.
 func NewChecker() *Checker {
-	return &Checker{completed: map[waveKey]time.Time{}}
+	return &Checker{completed: map[waveKey]time.Time{}, charged: map[string]string{}}
 }
 
 // Step checks the transition from before to after, two observations at after.Now, typically
@@ -86,6 +94,7 @@ func (c *Checker) Step(before, after Snapshot) []Violation {
 		}
 	}
 	f := newFleet(after)
+	f.charged = c.charge(f)
 	c.recordCompletions(f)
 	var out []Violation
 	for i, n := range after.Nodes {
@@ -127,6 +136,7 @@ func (c *Checker) Step(before, after Snapshot) []Violation {
 type fleet struct {
 	Snapshot
 	governor []int // policy index governing each node, -1 for none
+	charged  []int // policy index each node is charged to (governor, or disrupted under), -1 for none
 }
 
 func newFleet(s Snapshot) *fleet {
@@ -296,6 +306,98 @@ func (c *Checker) checkStart(f *fleet, p, i int) []Violation {
 	return out
 }
 
+// charge updates which policy each node is charged to, from the world: a node disrupted (see
+// unavailable) while governed by a policy or recorded as its (spec.policy) is charged to it
+// until it is seen back. It returns each node's charge for this snapshot.
+func (c *Checker) charge(f *fleet) []int {
+	byName := make(map[string]int, len(f.Policies))
+	for j := range f.Policies {
+		byName[f.Policies[j].Name] = j
+	}
+	out := make([]int, len(f.Nodes))
+	for i, n := range f.Nodes {
+		name := n.Node.Name
+		if !unavailable(n) {
+			delete(c.charged, name)
+		} else if _, ok := c.charged[name]; !ok {
+			switch {
+			case f.governor[i] >= 0:
+				c.charged[name] = f.Policies[f.governor[i]].Name
+			case n.BRN != nil && n.BRN.Spec.Policy != "":
+				c.charged[name] = n.BRN.Spec.Policy
+			}
+		}
+		out[i] = f.governor[i]
+		if p, ok := byName[c.charged[name]]; ok && unavailable(n) {
+			out[i] = p
+		}
+	}
+	return out
+}
+
+// Instant checks the budgets at one instant, counted from the world: every node cordoned, not
+// Ready or in a disrupting phase counts against the policy it is charged to (governed by it
+// now, or disrupted under it and not back yet), whatever the policies say now; each policy's
+// budget is resolved over the nodes it governs. It returns the most nodes unavailable under
+// one policy too.
+func (c *Checker) Instant(s Snapshot) (peak int, out []Violation) {
+	f := newFleet(s)
+	f.charged = c.charge(f)
+	for p := range s.Policies {
+		governed := 0
+		var down []string
+		zones, zoneDown := map[string]int{}, map[string]int{}
+		for i, n := range s.Nodes {
+			zone := n.Node.Labels[v1alpha1.LabelZone]
+			if f.governor[i] == p {
+				governed++
+				zones[zone]++
+			}
+			if f.charged[i] == p && unavailable(n) {
+				down = append(down, n.Node.Name)
+				zoneDown[zone]++
+			}
+		}
+		peak = max(peak, len(down))
+		name := s.Policies[p].Name
+		if limit, _ := s.Policies[p].Spec.MaxUnavailableOf(governed); len(down) > limit {
+			slices.Sort(down)
+			out = append(out, Violation{Rule: RuleBudget, Policy: name, Node: strings.Join(down, ","),
+				Message: fmt.Sprintf("%d nodes unavailable at %s, budget %d", len(down), s.Now.Format(time.RFC3339Nano), limit)})
+		}
+		for zone, d := range zoneDown {
+			if zl, _ := s.Policies[p].Spec.MaxUnavailablePerZoneOf(zones[zone]); d > zl {
+				out = append(out, Violation{Rule: RuleZoneBudget, Policy: name,
+					Message: fmt.Sprintf("zone %s has %d nodes unavailable, budget %d", zone, d, zl)})
+			}
+		}
+	}
+	return peak, out
+}
+
+// LeftCordoned lists the nodes the operator cordoned (its annotation on the Node) that are not
+// in a phase holding the cordon (Draining, Rebooting, Verifying): at the end of a rollout, no
+// node is left cordoned by us.
+func LeftCordoned(s Snapshot) []Violation {
+	var out []Violation
+	for _, n := range s.Nodes {
+		if _, ours := n.Node.Annotations[v1alpha1.AnnotationCordonedBy]; !ours {
+			continue
+		}
+		if n.BRN != nil && holdsCordon(n.BRN.Status.Phase) {
+			continue
+		}
+		out = append(out, Violation{Rule: RuleCordoned, Node: n.Node.Name,
+			Message: fmt.Sprintf("left cordoned by the operator (unschedulable %v)", n.Node.Spec.Unschedulable)})
+	}
+	return out
+}
+
+// holdsCordon reports whether a node in phase holds its cordon by the lifecycle contract.
+func holdsCordon(phase v1alpha1.NodePhase) bool {
+	return phase == v1alpha1.PhaseDraining || phase == v1alpha1.PhaseRebooting || phase == v1alpha1.PhaseVerifying
+}
+
 // unavailable reports whether a node consumes a disruption slot.
 func unavailable(n Node) bool {
 	return kubeutil.NodeUnavailable(n.Node) || (n.BRN != nil && n.BRN.Status.Phase.Unavailable())
@@ -324,21 +426,23 @@ func (f *fleet) checkDrain(p, i int) []Violation {
 	zone := f.Nodes[i].Node.Labels[v1alpha1.LabelZone]
 	var governed, used, cooling, zoneNodes, zoneUsed, waveNodes, waveUsed int
 	pause := pol.Spec.PauseBetweenNodesOrDefault()
-	f.members(p, func(j int) {
-		n := f.Nodes[j]
+	for j, n := range f.Nodes {
 		inZone := n.Node.Labels[v1alpha1.LabelZone] == zone
 		inWave := n.BRN != nil && n.BRN.Status.RolloutTarget == brn.Status.RolloutTarget && n.BRN.Status.Wave == brn.Status.Wave
-		governed++
-		zoneNodes += b2i(inZone)
-		waveNodes += b2i(inWave)
-		if unavailable(n) {
+		if f.governor[j] == p {
+			governed++
+			zoneNodes += b2i(inZone)
+			waveNodes += b2i(inWave)
+		}
+		switch {
+		case f.charged[j] == p && unavailable(n): // counted from the world, whatever governs it now
 			used++
 			zoneUsed += b2i(inZone)
 			waveUsed += b2i(inWave)
-		} else if pausing(n, f.Now, pause) {
+		case f.governor[j] == p && pausing(n, f.Now, pause):
 			cooling++
 		}
-	})
+	}
 	limit, _ := pol.Spec.MaxUnavailableOf(governed)
 	if used+cooling > limit {
 		out = append(out, f.violation(RuleBudget, p, i, "%d unavailable and %d slots pausing, limit %d", used, cooling, limit))

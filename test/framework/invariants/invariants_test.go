@@ -172,3 +172,56 @@ func TestCheckerRemembersWaveCompletion(t *testing.T) {
 		t.Errorf("late node reopened a completed wave: %v", v)
 	}
 }
+
+// A node disrupted under a policy stays charged to it until it is back, whatever the policies
+// say meanwhile: excluding it, or editing the selector so it is no longer selected, frees no
+// slot while it is still down.
+func TestInstantCountsFromTheWorld(t *testing.T) {
+	for name, ungovern := range map[string]func(s *Snapshot){
+		"excluded": func(s *Snapshot) {
+			s.Nodes[0].Node.Annotations = map[string]string{v1alpha1.AnnotationExclude: "true"}
+		},
+		"selector edited": func(s *Snapshot) {
+			s.Policies[0].Spec.NodeSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"pool": "main"}}
+			for _, n := range s.Nodes[1:] {
+				n.Node.Labels["pool"] = "main"
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := NewChecker()
+			s := stagedFleet(3)
+			s.Nodes[0].BRN.Status.Phase = v1alpha1.PhaseRebooting
+			s.Nodes[0].Node.Spec.Unschedulable = true
+			if _, v := c.Instant(s); len(v) != 0 {
+				t.Fatalf("one node rebooting under maxUnavailable 1: %v", v)
+			}
+			s = next(s)
+			ungovern(&s)
+			s.Nodes[0].BRN.Status.Phase, s.Nodes[0].BRN.Spec.Policy = v1alpha1.PhaseIdle, "" // the operator let go of it
+			drain(s, 1)
+			peak, v := c.Instant(s)
+			if peak != 2 || len(v) != 1 || v[0].Rule != RuleBudget {
+				t.Fatalf("the rebooting node stopped counting once no longer governed: peak %d, violations %v", peak, v)
+			}
+			s = next(s)
+			s.Nodes[0].Node.Spec.Unschedulable = false // back
+			if _, v := c.Instant(s); len(v) != 0 {
+				t.Fatalf("the node is back: %v", v)
+			}
+		})
+	}
+}
+
+func TestLeftCordoned(t *testing.T) {
+	s := stagedFleet(2)
+	for i := range s.Nodes {
+		s.Nodes[i].Node.Annotations = map[string]string{v1alpha1.AnnotationCordonedBy: "bottlerocket-update-controller"}
+		s.Nodes[i].Node.Spec.Unschedulable = true
+	}
+	s.Nodes[0].BRN.Status.Phase = v1alpha1.PhaseRebooting
+	s.Nodes[1].BRN.Status.Phase = v1alpha1.PhaseIdle
+	if v := LeftCordoned(s); len(v) != 1 || v[0].Node != "n1" || v[0].Rule != RuleCordoned {
+		t.Errorf("violations %v; want n1 left cordoned (n0 holds its cordon rebooting)", v)
+	}
+}
