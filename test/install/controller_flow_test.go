@@ -93,8 +93,14 @@ func TestControllerFlowOnItsOwnRole(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		// Deleting the policy mid-rollout: its finalizer lets it go once its node is released.
+		// Deleting the policy mid-reboot: the reboot under way is carried on, and the policy's
+		// finalizer lets it go once its node is back from it and released.
 		deleteFixture(t, policy)
+		report("the agent reports the host back on the target", func(a *v1alpha1.AgentStatus) {
+			a.RebootRecord = &v1alpha1.RebootRecord{BootID: "boot-1", FromVersion: "1.25.0", ToVersion: "1.26.0", Time: metav1.Now()}
+			a.LastAction = &v1alpha1.AgentAction{Action: v1alpha1.ActionReboot, TargetVersion: "1.26.0", Result: v1alpha1.ActionSucceeded, Time: metav1.Now()}
+			a.BootID, a.CurrentVersion, a.StagedVersion, a.UpdateState = "boot-2", "1.26.0", "", v1alpha1.HostStateIdle
+		})
 		eventually(t, "the deleted policy releases its node and goes", func() error {
 			err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(policy), policy)
 			if err == nil {
