@@ -12,6 +12,7 @@ import (
 
 	"github.com/bottlerocket-ops/update-operator/agent/hostapi"
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/internal/clockwait"
 )
 
 // act carries out spec.action. Every path is idempotent: where it stands comes from the host's
@@ -111,25 +112,10 @@ func (a *Agent) settle(ctx context.Context, want string) (*hostapi.UpdateStatus,
 		if err != nil || st.ChosenVersion() == want || !a.Clock.Now().Before(deadline) {
 			return st, err
 		}
-		if err := a.sleep(ctx, min(delay, deadline.Sub(a.Clock.Now()))); err != nil {
+		if err := clockwait.Sleep(ctx, a.Clock, min(delay, deadline.Sub(a.Clock.Now()))); err != nil {
 			return nil, fmt.Errorf("waiting for the host's settings to take effect: %w", err)
 		}
 		delay = min(2*delay, 5*time.Second)
-	}
-}
-
-// sleep waits d on the agent's clock, or until ctx ends.
-func (a *Agent) sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := a.Clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C():
-		return nil
 	}
 }
 

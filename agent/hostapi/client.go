@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"k8s.io/utils/clock"
+
+	"github.com/bottlerocket-ops/update-operator/internal/clockwait"
 )
 
 // Client talks to one host's API over its Unix socket. It is safe for
@@ -161,7 +163,7 @@ func (c *Client) call(ctx context.Context, method, path string, body any, wrote 
 		if c.backoff.attempts > 0 && attempt >= c.backoff.attempts {
 			return r, nil
 		}
-		if err := c.sleep(ctx, jitter(delay)); err != nil {
+		if err := clockwait.Sleep(ctx, c.clock, jitter(delay)); err != nil {
 			return reply{}, fmt.Errorf("%w (waiting out 423 Locked)", err)
 		}
 		delay = min(2*delay, c.backoff.max)
@@ -173,21 +175,6 @@ func jitter(d time.Duration) time.Duration {
 		return d
 	}
 	return d/2 + mrand.N(d/2+1)
-}
-
-// sleep waits d on the client's clock, or until ctx ends.
-func (c *Client) sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 { // no wait: a fake clock would hold even a zero timer until it is stepped
-		return ctx.Err()
-	}
-	t := c.clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C():
-		return nil
-	}
 }
 
 // OS returns the host's OS release information (GET /os).
@@ -325,7 +312,7 @@ func (c *Client) await(ctx context.Context, cmd CommandType, before *Command) (*
 			}
 			return nil, fmt.Errorf("%w: no outcome within %s (%s)", ErrCommandTimeout, limit, held)
 		}
-		if err := c.sleep(ctx, c.pollInterval); err != nil {
+		if err := clockwait.Sleep(ctx, c.clock, c.pollInterval); err != nil {
 			return nil, fmt.Errorf("await outcome: %w", err)
 		}
 	}

@@ -17,7 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/test/framework/audit"
@@ -173,16 +172,8 @@ func buildOperator(b *testing.B, dir string) string {
 // kubeconfigFor writes a kubeconfig of an admin user with its own name, so that its requests
 // can be told apart in the audit log.
 func kubeconfigFor(b *testing.B, env *testenv.Env, dir, name string) string {
-	user, err := env.Environment.AddUser(envtest.User{Name: name, Groups: []string{"system:masters"}}, nil)
+	path, err := env.AdminKubeconfig(dir, name)
 	if err != nil {
-		b.Fatal(err)
-	}
-	raw, err := user.KubeConfig()
-	if err != nil {
-		b.Fatal(err)
-	}
-	path := filepath.Join(dir, name+".kubeconfig")
-	if err := os.WriteFile(path, raw, 0o600); err != nil {
 		b.Fatal(err)
 	}
 	return path

@@ -125,6 +125,24 @@ func Start(opts ...Option) (*Env, error) {
 	return e, nil
 }
 
+// AdminKubeconfig writes, into dir, a kubeconfig for a new user name in system:masters (for a
+// process or a tool started by a test) and returns its path.
+func (e *Env) AdminKubeconfig(dir, name string) (string, error) {
+	user, err := e.Environment.AddUser(envtest.User{Name: name, Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return "", fmt.Errorf("adding user %s: %w", name, err)
+	}
+	raw, err := user.KubeConfig()
+	if err != nil {
+		return "", fmt.Errorf("kubeconfig of %s: %w", name, err)
+	}
+	path := filepath.Join(dir, name+".kubeconfig")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		return "", fmt.Errorf("writing the kubeconfig of %s: %w", name, err)
+	}
+	return path, nil
+}
+
 // Stop stops the control plane.
 func (e *Env) Stop() error { return e.Environment.Stop() }
 
