@@ -11,6 +11,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -207,6 +208,10 @@ var _ = Describe("A rollout driven by real agents on simulated hosts", Ordered, 
 		}
 	})
 
+	It("shows on its dashboard only metrics it exports, in queries promtool accepts", func() {
+		checkDashboard()
+	})
+
 	It("deletes every series of a deleted policy", func() {
 		Expect(policySeries(policy.Name)).NotTo(BeEmpty())
 		Expect(k8s.Delete(context.Background(), policy)).To(Succeed())
@@ -215,8 +220,11 @@ var _ = Describe("A rollout driven by real agents on simulated hosts", Ordered, 
 })
 
 // scrapeText is the controller's registry as a scrape of its endpoint returns it.
-func scrapeText() string {
-	families, err := metrics.Registry.Gather()
+func scrapeText() string { return gatherText(metrics.Registry) }
+
+// gatherText is what g gathers in the text format of a scrape.
+func gatherText(g prometheus.Gatherer) string {
+	families, err := g.Gather()
 	Expect(err).NotTo(HaveOccurred())
 	var buf bytes.Buffer
 	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
