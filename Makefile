@@ -14,6 +14,11 @@ GOLANGCI_LINT = $(TOOLS_CACHE)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 # default cluster version of `helm template`); the chart's tests find it through HELM.
 HELM_VERSION = $(shell sed -n 's#^\(require\)\{0,1\}[[:space:]]*helm.sh/helm/v3 \(v[^[:space:]]*\).*#\2#p' hack/helm/go.mod)
 HELM = $(TOOLS_CACHE)/helm-$(HELM_VERSION)
+# promtool is pinned in hack/promtool/go.mod (its own module) and built the same way, stamped with
+# the Prometheus release its module version stands for (module v0.316.0 is Prometheus 3.16.0);
+# the alert rules' and dashboard's tests find it through PROMTOOL.
+PROMTOOL_VERSION = $(shell sed -n 's#^\(require\)\{0,1\}[[:space:]]*github.com/prometheus/prometheus \(v[^[:space:]]*\).*#\2#p' hack/promtool/go.mod)
+PROMTOOL = $(TOOLS_CACHE)/promtool-$(PROMTOOL_VERSION)
 KUBECTL ?= kubectl
 GO_TEST_FLAGS ?= -race
 BINARY := bottlerocket-update-operator
@@ -103,6 +108,20 @@ helm: ## Build (once) the pinned helm into the tools cache and print its path.
 	fi; \
 	echo "$$helm"
 
+.PHONY: promtool
+promtool: ## Build (once) the pinned promtool into the tools cache and print its path.
+	@promtool="$(PROMTOOL)"; \
+	if [ ! -x "$$promtool" ]; then \
+	  echo "==> building promtool $(PROMTOOL_VERSION) into $$promtool (first time only)" >&2; \
+	  mkdir -p "$$(dirname "$$promtool")" && \
+	  release="$$(echo $(PROMTOOL_VERSION) | sed -n 's#^v0\.\([0-9]\)\([0-9][0-9]\)\.\([0-9]*\)$$#\1.\2.\3#p' | sed 's#\.0\([0-9]\)\.#.\1.#')" && \
+	  CGO_ENABLED=0 go -C hack/promtool build -trimpath -o "$$promtool.tmp$$$$" \
+	    -ldflags="-s -w -X github.com/prometheus/common/version.Version=$$release" \
+	    github.com/prometheus/prometheus/cmd/promtool && \
+	  mv "$$promtool.tmp$$$$" "$$promtool" || exit 1; \
+	fi; \
+	echo "$$promtool"
+
 .PHONY: verify
 verify: manifests generate build-installer ## Regenerate everything and fail if anything generated, formatted or linted is stale.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed on:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
@@ -116,8 +135,8 @@ controlplane: ## Build (once) and print the cached etcd + kube-apiserver directo
 	@$(KUBEBUILDER_ASSETS_CMD)
 
 .PHONY: test
-test: manifests generate fmt vet ## Run all tests against a real API server (envtest); builds helm once for the chart's tests.
-	HELM="$$($(MAKE) --no-print-directory -s helm)" KUBEBUILDER_ASSETS="$$($(KUBEBUILDER_ASSETS_CMD))" go test $(GO_TEST_FLAGS) ./... -timeout 30m
+test: manifests generate fmt vet ## Run all tests against a real API server (envtest); builds helm and promtool once for the chart's and alert rules' tests.
+	HELM="$$($(MAKE) --no-print-directory -s helm)" PROMTOOL="$$($(MAKE) --no-print-directory -s promtool)" KUBEBUILDER_ASSETS="$$($(KUBEBUILDER_ASSETS_CMD))" go test $(GO_TEST_FLAGS) ./... -timeout 30m
 
 .PHONY: test-e2e
 test-e2e: ## Rollout scenarios on a local cluster with a simulated fleet, watched by an independent invariant checker.

@@ -41,6 +41,7 @@ type options struct {
 	version    bool
 
 	metricsAddr          string
+	metricsRuntime       bool
 	probeAddr            string
 	leaderElect          bool
 	leaderElectionNS     string
@@ -64,6 +65,7 @@ func main() {
 	flag.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "Agent: the node this agent runs on (downward API NODE_NAME).")
 	flag.StringVar(&o.apiSocket, "api-socket", "/run/api.sock", "Agent: the host's update API socket.")
 	flag.StringVar(&o.bootIDFile, "boot-id-file", "/proc/sys/kernel/random/boot_id", "Agent: file holding the host's boot ID.")
+	flag.BoolVar(&o.metricsRuntime, "metrics-runtime", false, "Agent: also export the Go runtime's, the process's, the work queue's and controller-runtime's metrics (the controller always does).")
 	flag.StringVar(&o.agentRefreshInterval, "refresh-interval", "30m", "Agent: how often the host's list of updates is refreshed (jittered).")
 	zapOpts := zap.Options{Development: false, TimeEncoder: zapcore.ISO8601TimeEncoder}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -76,7 +78,6 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
 	log.Info("Starting", "version", buildinfo.Version, "commit", buildinfo.Commit)
-	ctrlmetrics.Registry.MustRegister(buildinfo.Collector())
 
 	var err error
 	switch {
@@ -106,6 +107,7 @@ func serve(mgr ctrl.Manager) error {
 
 // runController runs the cluster-wide controller until the process is signalled.
 func runController(o options) error {
+	ctrlmetrics.Registry.MustRegister(buildinfo.Collector())
 	mgr, err := controllers.NewManager(ctrl.GetConfigOrDie(), controllers.Options{
 		Clock:             clock.RealClock{},
 		ControllerNode:    os.Getenv("NODE_NAME"),
@@ -133,6 +135,9 @@ func runAgent(o options) error {
 	if err != nil || refresh <= 0 {
 		return fmt.Errorf("invalid -refresh-interval %q: want a positive duration such as 30m", o.agentRefreshInterval)
 	}
+	// The endpoint serves the agent's own metrics, and the runtime's only when asked.
+	agent.Registry.MustRegister(buildinfo.Collector())
+	ctrlmetrics.Registry = agent.MetricsRegistry(o.metricsRuntime)
 	clk := clock.RealClock{} // the agent and its host API client read the same clock
 	mgr, err := agent.NewManager(ctrl.GetConfigOrDie(), &agent.Agent{
 		Host:            hostapi.New(o.apiSocket, clk),

@@ -130,6 +130,7 @@ func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
 		return errors.New("the agent needs a Clock (clock.RealClock{} outside tests)")
 	}
 	a.defaults()
+	a.Host = instrument(a.Host, a.Clock.Now)
 	if a.APIReader == nil {
 		a.APIReader = mgr.GetAPIReader()
 	}
@@ -458,6 +459,7 @@ func (a *Agent) result(action v1alpha1.NodeAction, target string, result v1alpha
 	if len(msg) > 4096 {
 		msg = msg[:4096]
 	}
+	recordAction(action, result)
 	return &v1alpha1.AgentAction{
 		Action: action, TargetVersion: target, Result: result, Reason: reason, Message: msg,
 		Time: metaNow(a.Clock),

@@ -1,14 +1,18 @@
 package controllers_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/client-go/util/retry"
@@ -23,6 +27,7 @@ import (
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers"
 	"github.com/bottlerocket-ops/update-operator/test/framework/hostsim"
+	"github.com/bottlerocket-ops/update-operator/test/framework/promtool"
 )
 
 // startHost starts a simulated Bottlerocket host on fromVersion offered toVersion, whose
@@ -175,7 +180,23 @@ var _ = Describe("A rollout driven by real agents on simulated hosts", Ordered, 
 			g.Expect(sample(g, "bottlerocket_nodes", map[string]string{"policy": policy.Name, "phase": string(v1alpha1.PhaseUpdated)})).To(Equal(2.0))
 			g.Expect(sample(g, "bottlerocket_disruptions_allowed", map[string]string{"policy": policy.Name})).To(Equal(1.0))
 			g.Expect(sample(g, "bottlerocket_disruptions_consumed", map[string]string{"policy": policy.Name})).To(Equal(0.0))
+			g.Expect(sample(g, "bottlerocket_nodes_by_reason", map[string]string{"policy": policy.Name,
+				"phase": string(v1alpha1.PhaseUpdated), "reason": string(v1alpha1.ReasonUpToDate)})).To(Equal(2.0))
+			g.Expect(sample(g, "bottlerocket_update_policy_phase", map[string]string{"policy": policy.Name, "phase": string(v1alpha1.RolloutUpToDate)})).To(Equal(1.0))
+			g.Expect(sample(g, "bottlerocket_update_policy_phase", map[string]string{"policy": policy.Name, "phase": string(v1alpha1.RolloutProgressing)})).To(Equal(0.0))
+			g.Expect(sample(g, "bottlerocket_update_policy_target_version_info", map[string]string{"policy": policy.Name, "version": toVersion})).To(Equal(1.0))
+			g.Expect(sample(g, "bottlerocket_update_policy_halted", map[string]string{"policy": policy.Name})).To(Equal(0.0))
 		}).Should(Succeed())
+		// The first node's drain was held up by its PodDisruptionBudget.
+		Expect(sample(Default, "bottlerocket_evictions_blocked_total", nil)).To(BeNumerically(">=", 1))
+		// Progress: when the last node became Updated.
+		last := 0.0
+		for _, n := range nodes {
+			last = max(last, float64(getBRN(Default, n).Status.UpdatedTime.Unix()))
+		}
+		Expect(sample(Default, "bottlerocket_update_policy_last_progress_timestamp_seconds", map[string]string{"policy": policy.Name})).To(Equal(last))
+		promtool.Run(GinkgoT(), "", []byte(scrapeText()), "check", "metrics")
+		GinkgoWriter.Printf("series of a done policy of 2 nodes: %d\n", len(policySeries(policy.Name)))
 	})
 
 	It("keeps the two writers apart: the controller owns spec, the agent alone owns status.agent", func() {
@@ -186,7 +207,43 @@ var _ = Describe("A rollout driven by real agents on simulated hosts", Ordered, 
 			Expect(owners(brn, "f:status", "f:phase")).To(ConsistOf(controllers.FieldManager), "%s status.phase", n)
 		}
 	})
+
+	It("shows on its dashboard only metrics it exports, in queries promtool accepts", func() {
+		checkDashboard()
+	})
+
+	It("deletes every series of a deleted policy", func() {
+		Expect(policySeries(policy.Name)).NotTo(BeEmpty())
+		Expect(k8s.Delete(context.Background(), policy)).To(Succeed())
+		Eventually(func() []string { return policySeries(policy.Name) }).Should(BeEmpty())
+	})
 })
+
+// scrapeText is the controller's registry as a scrape of its endpoint returns it.
+func scrapeText() string { return gatherText(metrics.Registry) }
+
+// gatherText is what g gathers in the text format of a scrape.
+func gatherText(g prometheus.Gatherer) string {
+	families, err := g.Gather()
+	Expect(err).NotTo(HaveOccurred())
+	var buf bytes.Buffer
+	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, f := range families {
+		Expect(enc.Encode(f)).To(Succeed())
+	}
+	return buf.String()
+}
+
+// policySeries returns the series of the controller's registry labelled with the policy.
+func policySeries(policy string) []string {
+	var out []string
+	for _, l := range strings.Split(scrapeText(), "\n") {
+		if strings.Contains(l, `policy="`+policy+`"`) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
 
 var _ = Describe("A host that refuses to reboot", func() {
 	It("fails the node with the host's words, uncordoned, instead of waiting out the readiness deadline", func() {

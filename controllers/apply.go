@@ -96,6 +96,7 @@ func (r *RolloutReconciler) record(ctx context.Context, node *corev1.Node, orig,
 		failures.WithLabelValues(d.Policy, string(d.Reason)).Inc()
 	case d.UpdatedNow() && orig.Status.UpdateStartTime != nil && orig.Status.Phase.InFlight():
 		updateDuration.WithLabelValues(d.Policy).Observe(now.Sub(orig.Status.UpdateStartTime.Time).Seconds())
+		recordProgress(d.Policy, now)
 	}
 	switch {
 	case d.Phase != orig.Status.Phase && orig.Status.Phase != "":

@@ -244,6 +244,7 @@ func (r *RolloutReconciler) budgetRefused(ctx context.Context, h *drain.Helper, 
 	pdbs := r.pdbsOf(ctx, pod)
 	granted := grantedEviction(pod, pdbs)
 	if granted == "" {
+		evictionsBlocked.Inc()
 		refuse(res, v1alpha1.ReasonEvictionBlocked, fmt.Sprintf("eviction of pod %s/%s refused: it would violate PodDisruptionBudget %s",
 			pod.Namespace, pod.Name, describePDBs(pdbNames(pdbs))))
 		return

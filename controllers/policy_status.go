@@ -25,7 +25,7 @@ func (r *RolloutReconciler) writePolicyStatus(ctx context.Context, p *v1alpha1.U
 		apimeta.SetStatusCondition(&st.Conditions, c)
 	}
 	st.ObservedGeneration = p.Generation
-	updatePolicyMetrics(p.Name, rep)
+	updatePolicyMetrics(p, rep, now)
 	if equality.Semantic.DeepEqual(&p.Status, st) {
 		return nil
 	}

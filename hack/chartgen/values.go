@@ -47,6 +47,12 @@ metrics:
     interval:<monitor.interval>
     # labels your Prometheus selects ServiceMonitors by.
     labels: {}
+  # prometheusRule: the operator's alert rules (config/prometheus/rules.yaml) for the
+  # Prometheus operator (needs its CRDs).
+  prometheusRule:
+    enabled: false
+    # labels your Prometheus selects PrometheusRules by.
+    labels: {}
 
 # networkPolicy: the operator's pods accept only metrics scrapes and probes, and reach only
 # the API server (443, 6443) and DNS.

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/yaml"
 
 	"github.com/bottlerocket-ops/update-operator/test/framework/deploy"
 	"github.com/bottlerocket-ops/update-operator/test/framework/testenv"
@@ -27,7 +28,7 @@ func TestLint(t *testing.T) {
 		"image":         map[string]any{"repository": "registry.example/brupop", "tag": "v1.2.3", "pullSecrets": []any{map[string]any{"name": "regcred"}}},
 		"namespace":     map[string]any{"name": "fleet-updates"},
 		"log":           map[string]any{"level": "debug", "format": "console"},
-		"metrics":       map[string]any{"serviceMonitor": map[string]any{"enabled": true, "labels": map[string]any{"release": "prom"}}},
+		"metrics":       map[string]any{"serviceMonitor": map[string]any{"enabled": true, "labels": map[string]any{"release": "prom"}}, "prometheusRule": map[string]any{"enabled": true}},
 		"commonLabels":  map[string]any{"team": "platform"},
 		"controller":    map[string]any{"replicas": 3, "nodeSelector": map[string]any{"pool": "system"}},
 		"agent":         map[string]any{"podAnnotations": map[string]any{"a": "b"}},
@@ -347,6 +348,34 @@ func TestMetricsValues(t *testing.T) {
 		_ = unstructured.SetNestedSlice(want.Object, eps, "spec", "endpoints")
 		if diff := cmp.Diff(want.Object["spec"], got.Object["spec"]); diff != "" {
 			t.Errorf("the ServiceMonitor's spec differs from config/prometheus (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("PrometheusRule", func(t *testing.T) {
+		if has(render(t, nil), "PrometheusRule", release) {
+			t.Error("a PrometheusRule by default: it needs the Prometheus operator's CRDs")
+		}
+		objs := render(t, map[string]any{"metrics": map[string]any{"prometheusRule": map[string]any{
+			"enabled": true, "labels": map[string]any{"release": "prom"},
+		}}})
+		got := find(t, objs, "PrometheusRule", release)
+		if got.GetLabels()["release"] != "prom" {
+			t.Errorf("labels %v lack release=prom", got.GetLabels())
+		}
+		// The rules as Prometheus reads them, alert templates ({{ $labels.policy }}) included.
+		b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "prometheus", "rules.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want map[string]any
+		if err := yaml.Unmarshal(b, &want); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, got.Object["spec"]); diff != "" {
+			t.Errorf("the PrometheusRule's spec differs from config/prometheus/rules.yaml (-want +got):\n%s", diff)
+		}
+		off := render(t, map[string]any{"metrics": map[string]any{"enabled": false, "prometheusRule": map[string]any{"enabled": true}}})
+		if has(off, "PrometheusRule", release) {
+			t.Error("a PrometheusRule with metrics off")
 		}
 	})
 }
