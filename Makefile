@@ -109,13 +109,13 @@ helm: ## Build (once) the pinned helm into the tools cache and print its path.
 	echo "$$helm"
 
 .PHONY: promtool
-promtool: ## Build (once) the pinned promtool into the tools cache and print its path.
+promtool: ## Build (once) the pinned promtool into the tools cache and print its path (without service discovery, which checking rules and metrics does not use).
 	@promtool="$(PROMTOOL)"; \
 	if [ ! -x "$$promtool" ]; then \
 	  echo "==> building promtool $(PROMTOOL_VERSION) into $$promtool (first time only)" >&2; \
 	  mkdir -p "$$(dirname "$$promtool")" && \
 	  release="$$(echo $(PROMTOOL_VERSION) | sed -n 's#^v0\.\([0-9]\)\([0-9][0-9]\)\.\([0-9]*\)$$#\1.\2.\3#p' | sed 's#\.0\([0-9]\)\.#.\1.#')" && \
-	  CGO_ENABLED=0 go -C hack/promtool build -trimpath -o "$$promtool.tmp$$$$" \
+	  CGO_ENABLED=0 go -C hack/promtool build -trimpath -tags remove_all_sd -o "$$promtool.tmp$$$$" \
 	    -ldflags="-s -w -X github.com/prometheus/common/version.Version=$$release" \
 	    github.com/prometheus/prometheus/cmd/promtool && \
 	  mv "$$promtool.tmp$$$$" "$$promtool" || exit 1; \
