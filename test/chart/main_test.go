@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -34,30 +33,7 @@ var chartDir = filepath.Join(testenv.RepoRoot(), "charts", "bottlerocket-update-
 // skipped, saying so, when neither exists.
 func helmBinary(t *testing.T) string {
 	t.Helper()
-	if h := os.Getenv("HELM"); h != "" {
-		return h
-	}
-	gomod, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "hack", "helm", "go.mod"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`(?m)^require helm\.sh/helm/v3 (v\S+)`).FindSubmatch(gomod)
-	if m == nil {
-		t.Fatal("hack/helm/go.mod does not require helm.sh/helm/v3")
-	}
-	root := os.Getenv("BRUPOP_CACHE")
-	if root == "" {
-		cache, err := os.UserCacheDir()
-		if err != nil {
-			t.Fatal(err)
-		}
-		root = filepath.Join(cache, "bottlerocket-update-operator")
-	}
-	h := filepath.Join(root, "tools", "helm-"+string(m[1]))
-	if _, err := os.Stat(h); err != nil {
-		t.Skipf("no helm at %s and HELM is not set: run `make helm` (make test builds it first)", h)
-	}
-	return h
+	return testenv.PinnedTool(t, "HELM", "helm", "helm.sh/helm/v3")
 }
 
 // runHelm runs helm with args and returns its standard output.

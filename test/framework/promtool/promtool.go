@@ -4,10 +4,7 @@ package promtool
 
 import (
 	"bytes"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
 
 	"github.com/bottlerocket-ops/update-operator/test/framework/testenv"
@@ -25,30 +22,7 @@ type T interface {
 // The test is skipped, saying so, when neither exists.
 func Binary(t T) string {
 	t.Helper()
-	if p := os.Getenv("PROMTOOL"); p != "" {
-		return p
-	}
-	gomod, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "hack", "promtool", "go.mod"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`(?m)^require github\.com/prometheus/prometheus (v\S+)`).FindSubmatch(gomod)
-	if m == nil {
-		t.Fatal("hack/promtool/go.mod does not require github.com/prometheus/prometheus")
-	}
-	root := os.Getenv("BRUPOP_CACHE")
-	if root == "" {
-		cache, err := os.UserCacheDir()
-		if err != nil {
-			t.Fatal(err)
-		}
-		root = filepath.Join(cache, "bottlerocket-update-operator")
-	}
-	p := filepath.Join(root, "tools", "promtool-"+string(m[1]))
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("no promtool at %s and PROMTOOL is not set: run `make promtool` (make test builds it first)", p)
-	}
-	return p
+	return testenv.PinnedTool(t, "PROMTOOL", "promtool", "github.com/prometheus/prometheus")
 }
 
 // Run runs promtool with args (and stdin, if not nil) in dir and returns its output; a

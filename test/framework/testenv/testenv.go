@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 
@@ -165,4 +166,42 @@ func Connect(cfg *rest.Config) (client.Client, error) {
 		return nil, fmt.Errorf("creating a client: %w", err)
 	}
 	return c, nil
+}
+
+// TB is what PinnedTool needs of a test (*testing.T, or Ginkgo's GinkgoT()).
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Skipf(format string, args ...any)
+}
+
+// PinnedTool returns a tool the Makefile builds from the Go module proxy into the tools cache:
+// $envVar if set, else tools/<name>-<version> in the cache, the version being what
+// hack/<name>/go.mod requires of module. The test is skipped, saying so, when neither exists.
+func PinnedTool(t TB, envVar, name, module string) string {
+	t.Helper()
+	if p := os.Getenv(envVar); p != "" {
+		return p
+	}
+	gomod, err := os.ReadFile(filepath.Join(RepoRoot(), "hack", name, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^require ` + regexp.QuoteMeta(module) + ` (v\S+)`).FindSubmatch(gomod)
+	if m == nil {
+		t.Fatal("hack/" + name + "/go.mod does not require " + module)
+	}
+	root := os.Getenv("BRUPOP_CACHE")
+	if root == "" {
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			t.Fatal(err)
+		}
+		root = filepath.Join(cache, "bottlerocket-update-operator")
+	}
+	p := filepath.Join(root, "tools", name+"-"+string(m[1]))
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("no %s at %s and %s is not set: run `make %s` (make test builds it first)", name, p, envVar, name)
+	}
+	return p
 }
