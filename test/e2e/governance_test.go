@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
@@ -22,22 +23,26 @@ import (
 // is released (Idle, schedulable, nothing of ours left on it) and the rest of the fleet
 // updates one at a time.
 func TestUngovernedMidReboot(t *testing.T) {
-	for name, ungovern := range map[string]func(c *cluster, node string){
-		"excluded": func(c *cluster, node string) {
+	for name, ungovern := range map[string]func(t *testing.T, c *cluster, node string){
+		"excluded": func(t *testing.T, c *cluster, node string) {
 			patch := []byte(`{"metadata":{"annotations":{"` + v1alpha1.AnnotationExclude + `":"true"}}}`)
 			if err := c.Client.Patch(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}},
 				client.RawPatch(client.Merge.Type(), patch)); err != nil {
 				t.Fatal(err)
 			}
 		},
-		"selector edited": func(c *cluster, node string) {
-			var p v1alpha1.UpdatePolicy
-			if err := c.Client.Get(context.Background(), client.ObjectKey{Name: "fleet"}, &p); err != nil {
-				t.Fatal(err)
-			}
-			p.Spec.NodeSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
-				{Key: "kubernetes.io/hostname", Operator: metav1.LabelSelectorOpNotIn, Values: []string{node}}}}
-			if err := c.Client.Update(context.Background(), &p); err != nil {
+		"selector edited": func(t *testing.T, c *cluster, node string) {
+			// Retried on conflicts: the controller writes the policy's status meanwhile.
+			err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				var p v1alpha1.UpdatePolicy
+				if err := c.Client.Get(context.Background(), client.ObjectKey{Name: "fleet"}, &p); err != nil {
+					return err
+				}
+				p.Spec.NodeSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+					{Key: "kubernetes.io/hostname", Operator: metav1.LabelSelectorOpNotIn, Values: []string{node}}}}
+				return c.Client.Update(context.Background(), &p)
+			})
+			if err != nil {
 				t.Fatal(err)
 			}
 		},
@@ -57,7 +62,7 @@ func TestUngovernedMidReboot(t *testing.T) {
 				}
 				return false
 			})
-			ungovern(c, first)
+			ungovern(t, c, first)
 			c.waitFor("the rest updates; the node is released once back", 3*time.Minute, func(w world) bool {
 				for _, b := range w.brns {
 					n := w.nodes[b.Name]
