@@ -41,4 +41,15 @@ var _ = Describe("Node discovery", func() {
 			return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKey{Name: current}, &v1alpha1.BottlerocketNode{}))
 		}).Should(BeTrue())
 	})
+
+	It("recreates a BottlerocketNode deleted by hand at once, not at the Node's next change", func(ctx SpecContext) {
+		f := newFleet()
+		name := f.addNode("br", osImage)
+		var first *v1alpha1.BottlerocketNode
+		Eventually(func(g Gomega) { first = getBRN(g, name) }).Should(Succeed())
+		Expect(k8s.Delete(ctx, first)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(getBRN(g, name).UID).NotTo(Equal(first.UID))
+		}).Should(Succeed(), "recreated while the Node stays as it was")
+	})
 })
