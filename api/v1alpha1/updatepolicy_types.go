@@ -121,7 +121,8 @@ type UpdatePolicySpec struct {
 	Paused bool `json:"paused,omitempty"`
 
 	// dryRun, when true, computes and reports every decision (status, reasons, next nodes)
-	// and applies none: no node is staged, drained or rebooted.
+	// and starts none: no node is staged or drained. Like paused, it lets a node already in
+	// flight when it was turned on finish its update.
 	// +optional
 	DryRun bool `json:"dryRun,omitempty"`
 }

@@ -107,8 +107,9 @@ func (c *Checker) Step(before, after Snapshot) []Violation {
 			was = old.Status.Phase
 		}
 		p := f.governor[i]
-		if p >= 0 && after.Policies[p].Spec.DryRun && old != nil && old.Spec.Action != n.BRN.Spec.Action {
-			out = append(out, f.violation(RuleDryRun, p, i, "spec.action changed from %s to %s in dry-run", old.Spec.Action, n.BRN.Spec.Action))
+		// A dry run starts nothing; a node already in flight when it was turned on finishes.
+		if p >= 0 && after.Policies[p].Spec.DryRun && old != nil && old.Spec.Action != n.BRN.Spec.Action && !inFlight(was) {
+			out = append(out, f.violation(RuleDryRun, p, i, "spec.action changed from %s to %s in dry-run (the node was %s)", old.Spec.Action, n.BRN.Spec.Action, was))
 		}
 		now := n.BRN.Status.Phase
 		entered := now != was && (now == v1alpha1.PhaseStaging || now == v1alpha1.PhaseDraining)
@@ -481,4 +482,13 @@ func b2i(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// inFlight: a node in this phase is being updated; pausing or a dry run lets it finish.
+func inFlight(phase v1alpha1.NodePhase) bool {
+	switch phase {
+	case v1alpha1.PhaseStaging, v1alpha1.PhaseDraining, v1alpha1.PhaseRebooting, v1alpha1.PhaseVerifying, v1alpha1.PhaseStabilizing:
+		return true
+	}
+	return false
 }

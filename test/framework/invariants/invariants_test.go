@@ -100,6 +100,11 @@ func TestCheckerCatchesPlantedViolations(t *testing.T) {
 			a.Policies[0].Spec.DryRun = true
 			a.Nodes[0].BRN.Spec.Action = v1alpha1.ActionNone
 		}, RuleDryRun},
+		{"a node in flight finishes in dry-run", func(b, a *Snapshot) {
+			a.Policies[0].Spec.DryRun = true
+			b.Nodes[0].BRN.Status.Phase, b.Nodes[0].BRN.Spec.Action = v1alpha1.PhaseDraining, v1alpha1.ActionStage
+			a.Nodes[0].BRN.Status.Phase, a.Nodes[0].BRN.Spec.Action = v1alpha1.PhaseRebooting, v1alpha1.ActionReboot
+		}, ""},
 		{"start after the failure budget is spent", func(b, a *Snapshot) {
 			for _, s := range []*Snapshot{b, a} {
 				st := &s.Nodes[1].BRN.Status
