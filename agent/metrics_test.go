@@ -8,11 +8,11 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/bottlerocket-ops/update-operator/agent"
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/test/framework/metricsample"
 	"github.com/bottlerocket-ops/update-operator/test/framework/promtool"
 )
 
@@ -42,35 +42,9 @@ func seriesCount(text string) int {
 // value returns the sum of the agent's counters or gauges name with the given labels (0 when
 // it has no such series yet).
 func value(name string, labels map[string]string) float64 {
-	families, err := agent.Registry.Gather()
+	sum, _, err := metricsample.Sum(agent.Registry, name, labels)
 	Expect(err).NotTo(HaveOccurred())
-	sum := 0.0
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range f.GetMetric() {
-			have := map[string]string{}
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for k, v := range labels {
-				if have[k] != v {
-					continue metric
-				}
-			}
-			sum += sampleValue(m)
-		}
-	}
 	return sum
-}
-
-func sampleValue(m *dto.Metric) float64 {
-	if c := m.GetCounter(); c != nil {
-		return c.GetValue()
-	}
-	return m.GetGauge().GetValue()
 }
 
 func familyNames(g prometheus.Gatherer) map[string]bool {

@@ -27,6 +27,7 @@ import (
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers"
 	"github.com/bottlerocket-ops/update-operator/test/framework/hostsim"
+	"github.com/bottlerocket-ops/update-operator/test/framework/metricsample"
 	"github.com/bottlerocket-ops/update-operator/test/framework/promtool"
 )
 
@@ -83,31 +84,10 @@ func kubeletReports(name string, ready bool) {
 // sample returns the value of a gauge or counter of the controller's registry with the
 // given labels.
 func sample(g Gomega, name string, labels map[string]string) float64 {
-	families, err := metrics.Registry.Gather()
+	v, matched, err := metricsample.Sum(metrics.Registry, name, labels)
 	g.Expect(err).NotTo(HaveOccurred())
-	for _, fam := range families {
-		if fam.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range fam.GetMetric() {
-			have := map[string]string{}
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for k, v := range labels {
-				if have[k] != v {
-					continue metric
-				}
-			}
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	g.Expect(name).To(BeEmpty(), "no sample of %s with %v", name, labels)
-	return 0
+	g.Expect(matched).To(Equal(1), "samples of %s with %v", name, labels)
+	return v
 }
 
 // owners returns the field managers owning a field path (such as "f:status", "f:agent")
