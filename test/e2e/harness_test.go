@@ -16,6 +16,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -36,6 +37,7 @@ import (
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers"
+	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
 	"github.com/bottlerocket-ops/update-operator/test/framework/audit"
 	"github.com/bottlerocket-ops/update-operator/test/framework/deploy"
 	"github.com/bottlerocket-ops/update-operator/test/framework/fleet"
@@ -389,13 +391,24 @@ func (w world) condition(policy, typ string) *metav1.Condition {
 // checks the invariants at every event: the independent checker on each step, and the
 // budgets on the Nodes as they are at that instant (cordoned or not Ready counts).
 type watcher struct {
-	cache cache.Cache
+	mu sync.Mutex
+	// cache is the cache followed (of generation following; stopCache stops it); events of
+	// another generation are not judged, nor any while generation is ahead (suspended).
+	cache                 cache.Cache
+	stopCache             context.CancelFunc
+	generation, following int
 
-	mu         sync.Mutex
 	checker    *invariants.Checker
 	prev       invariants.Snapshot
 	violations []string
-	peak       int
+	// pending holds the instants judged broken, to correct with the versions of their
+	// revision still to come (see invariants.Verdict); passed is the newest revision each
+	// kind's watch has delivered.
+	pending []*invariants.Verdict
+	passed  map[string]int64
+	// scene is the fleet at the first broken budget, as corrected.
+	scene string
+	peak  int
 	// healthy holds the PodDisruptionBudgets seen with their desired healthy pods Ready.
 	healthy map[string]bool
 	// forced is set where the policy reboots although pods remain (drain.onTimeout: Force):
@@ -407,42 +420,82 @@ type watcher struct {
 // saw are reported when the test ends.
 func startWatcher(ctx context.Context, t *testing.T, s *stack.Stack) (*watcher, error) {
 	t.Helper()
-	cc, err := cache.New(s.Config, cache.Options{Scheme: s.Scheme})
-	if err != nil {
-		return nil, fmt.Errorf("creating the watcher's cache: %w", err)
-	}
-	w := &watcher{cache: cc, checker: invariants.NewChecker(), healthy: map[string]bool{}}
-	for _, obj := range []client.Object{&corev1.Node{}, &v1alpha1.BottlerocketNode{}, &v1alpha1.UpdatePolicy{}, &corev1.Pod{}, &policyv1.PodDisruptionBudget{}} {
-		inf, err := cc.GetInformer(ctx, obj)
-		if err != nil {
-			return nil, fmt.Errorf("watching %T: %w", obj, err)
-		}
-		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { w.observe(ctx) },
-			UpdateFunc: func(any, any) { w.observe(ctx) },
-			DeleteFunc: func(any) { w.observe(ctx) },
-		}); err != nil {
-			return nil, fmt.Errorf("watching %T: %w", obj, err)
-		}
-	}
-	go func() { _ = cc.Start(ctx) }()
-	if !cc.WaitForCacheSync(ctx) {
-		return nil, errors.New("the watcher's caches did not sync")
+	w := &watcher{checker: invariants.NewChecker(), healthy: map[string]bool{}, passed: map[string]int64{}}
+	if err := w.follow(ctx, s); err != nil {
+		return nil, err
 	}
 	t.Cleanup(func() {
 		w.mu.Lock()
 		defer w.mu.Unlock()
+		w.settle(true)
 		for _, v := range w.violations {
 			t.Error("invariant broken: " + v)
+		}
+		if w.scene != "" {
+			t.Log("the fleet at the first broken budget:\n" + w.scene)
 		}
 	})
 	return w, nil
 }
 
-// observe checks one step of the cluster, as the watcher's caches see it now.
-func (w *watcher) observe(ctx context.Context) {
+// follow starts the watcher's informers on a new cache and, once it has synced, judges the
+// events of that cache only. A cache's informers resume after an API server restart each in
+// its own time, by listing again (the versions in between are never delivered), so the view
+// they make together is torn until all have: after a restart the watcher follows a new cache.
+func (w *watcher) follow(ctx context.Context, s *stack.Stack) error {
+	cc, err := cache.New(s.Config, cache.Options{Scheme: s.Scheme})
+	if err != nil {
+		return fmt.Errorf("creating the watcher's cache: %w", err)
+	}
+	w.mu.Lock()
+	w.generation++
+	gen := w.generation
+	w.mu.Unlock()
+	for _, obj := range []client.Object{&corev1.Node{}, &v1alpha1.BottlerocketNode{}, &v1alpha1.UpdatePolicy{}, &corev1.Pod{}, &policyv1.PodDisruptionBudget{}} {
+		inf, err := cc.GetInformer(ctx, obj)
+		if err != nil {
+			return fmt.Errorf("watching %T: %w", obj, err)
+		}
+		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { w.observe(ctx, gen, obj) },
+			UpdateFunc: func(_, obj any) { w.observe(ctx, gen, obj) },
+			DeleteFunc: func(any) { w.observe(ctx, gen, nil) },
+		}); err != nil {
+			return fmt.Errorf("watching %T: %w", obj, err)
+		}
+	}
+	cctx, stop := context.WithCancel(ctx)
+	go func() { _ = cc.Start(cctx) }()
+	if !cc.WaitForCacheSync(cctx) {
+		stop()
+		return errors.New("the watcher's caches did not sync")
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.stopCache != nil {
+		w.stopCache()
+	}
+	w.cache, w.stopCache, w.following = cc, stop, gen
+	w.pending, w.passed = nil, map[string]int64{}
+	return nil
+}
+
+// suspend stops judging until the next follow (an API server restart is coming).
+func (w *watcher) suspend() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.generation++
+}
+
+// observe checks one step of the cluster, as the watcher's caches see it now, after the
+// event of obj from the cache of generation gen (ignored unless it is the one followed).
+func (w *watcher) observe(ctx context.Context, gen int, obj any) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if gen != w.following || gen != w.generation {
+		return
+	}
+	w.arrived(obj)
 	var pl v1alpha1.UpdatePolicyList
 	var nl corev1.NodeList
 	var bl v1alpha1.BottlerocketNodeList
@@ -468,6 +521,7 @@ func (w *watcher) observe(ctx context.Context) {
 		w.violations = append(w.violations, v.String())
 	}
 	w.checkInstant(snap)
+	w.settle(false)
 	if !w.forced {
 		w.checkWorkloads(ctx)
 	}
@@ -518,11 +572,65 @@ func (w *watcher) entered(b *v1alpha1.BottlerocketNode) bool {
 // not Ready or in a disrupting phase counts against the policy it is governed by, or was
 // disrupted under and is not back from, whoever caused it and whatever the policies say now.
 func (w *watcher) checkInstant(s invariants.Snapshot) {
-	peak, violations := w.checker.Instant(s)
-	w.peak = max(w.peak, peak)
-	for _, v := range violations {
-		w.violations = append(w.violations, v.String())
+	v := w.checker.Judge(s)
+	if len(v.Violations) > 0 {
+		w.pending = append(w.pending, v)
+		return
 	}
+	w.peak = max(w.peak, v.Peak)
+}
+
+// arrived corrects the pending verdicts with obj, a version the watch of its kind just
+// delivered, and notes how far that watch has come.
+func (w *watcher) arrived(obj any) {
+	o, ok := obj.(client.Object)
+	if !ok {
+		return
+	}
+	for _, v := range w.pending {
+		v.Correct(o)
+	}
+	if rv, err := strconv.ParseInt(o.GetResourceVersion(), 10, 64); err == nil {
+		kind := fmt.Sprintf("%T", o)
+		w.passed[kind] = max(w.passed[kind], rv)
+	}
+}
+
+// judged are the kinds a verdict's view holds.
+var judged = []string{fmt.Sprintf("%T", &corev1.Node{}), fmt.Sprintf("%T", &v1alpha1.BottlerocketNode{}), fmt.Sprintf("%T", &v1alpha1.UpdatePolicy{})}
+
+// settle judges again each pending verdict whose revision every judged kind's watch has
+// passed (all: every one), and reports what is still broken.
+func (w *watcher) settle(all bool) {
+	w.pending = slices.DeleteFunc(w.pending, func(v *invariants.Verdict) bool {
+		for _, kind := range judged {
+			if !all && w.passed[kind] <= v.Revision() {
+				return false
+			}
+		}
+		peak, violations := v.Judge()
+		w.peak = max(w.peak, peak)
+		for _, x := range violations {
+			w.violations = append(w.violations, x.String())
+		}
+		if len(violations) > 0 && w.scene == "" {
+			w.scene = describe(v.View())
+		}
+		return true
+	})
+}
+
+// describe is each node of s as the watcher judges it: cordoned, Ready, phase and action.
+func describe(s invariants.Snapshot) string {
+	var b strings.Builder
+	for _, n := range s.Nodes {
+		fmt.Fprintf(&b, "  %s: unschedulable %v, ready %v", n.Node.Name, n.Node.Spec.Unschedulable, kubeutil.NodeReady(n.Node))
+		if n.BRN != nil {
+			fmt.Fprintf(&b, ", phase %s (%s), action %s, policy %q", n.BRN.Status.Phase, n.BRN.Status.Reason, n.BRN.Spec.Action, n.BRN.Spec.Policy)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
 }
 
 // checkCordons checks, once a scenario that did not fail otherwise ends, that no node is left
@@ -554,7 +662,13 @@ func (w *watcher) expect(t *testing.T, what string) {
 	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		seen = w.violations
+		seen = slices.Clone(w.violations)
+		for _, v := range w.pending {
+			_, now := v.Judge()
+			for _, x := range now {
+				seen = append(seen, x.String())
+			}
+		}
 		for _, v := range seen {
 			if strings.Contains(v, what) {
 				return true, nil
@@ -571,7 +685,7 @@ func (w *watcher) expect(t *testing.T, what string) {
 func (w *watcher) forget() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.violations = nil
+	w.violations, w.pending = nil, nil
 }
 
 func (w *watcher) peakUnavailable() int {
@@ -590,4 +704,18 @@ func report(t *testing.T, name string, took, ideal time.Duration, peak, budget i
 // perNode is the ideal time a node holds a slot: reboot, then stableFor.
 func perNode(stableFor time.Duration) time.Duration {
 	return host.ActivateDuration + host.RebootDuration + stableFor
+}
+
+// restartAPIServer crashes and restarts the API server; the watcher follows a new cache once
+// it is back (see follow).
+func (c *cluster) restartAPIServer() {
+	c.t.Helper()
+	c.w.suspend()
+	ctx := context.Background()
+	if err := c.Cluster.RestartAPIServer(ctx, nil); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := c.w.follow(ctx, c.Stack); err != nil {
+		c.t.Fatal(err)
+	}
 }

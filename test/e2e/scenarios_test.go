@@ -183,9 +183,7 @@ func TestChaos(t *testing.T) {
 		if i == 1 {
 			// The API server dies under everyone's feet: the controller may lose its lease
 			// (it is restarted, as its container would be), watches break and resume.
-			if err := c.Cluster.RestartAPIServer(context.Background(), nil); err != nil {
-				t.Fatal(err)
-			}
+			c.restartAPIServer()
 		}
 	}
 	c.waitUpdated("the rollout completes through the crashes", 5*time.Minute)
