@@ -200,9 +200,14 @@ type BottlerocketNodeStatus struct {
 	// +kubebuilder:validation:MaxLength=32
 	// +optional
 	RolloutTarget string `json:"rolloutTarget,omitempty"`
-	// phaseStartTime is when the node entered its phase; deadlines are measured from it.
+	// phaseStartTime is when the node entered its phase; the deadlines of staging and
+	// draining are measured from it.
 	// +optional
 	PhaseStartTime *metav1.Time `json:"phaseStartTime,omitempty"`
+	// rebootStartTime is when the node entered Rebooting for its current update:
+	// health.readyTimeout is measured from it, across Rebooting, Verifying and Stabilizing.
+	// +optional
+	RebootStartTime *metav1.Time `json:"rebootStartTime,omitempty"`
 	// updateStartTime is when the node left Pending for its current update.
 	// +optional
 	UpdateStartTime *metav1.Time `json:"updateStartTime,omitempty"`

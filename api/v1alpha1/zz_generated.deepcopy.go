@@ -163,6 +163,10 @@ func (in *BottlerocketNodeStatus) DeepCopyInto(out *BottlerocketNodeStatus) {
 		in, out := &in.PhaseStartTime, &out.PhaseStartTime
 		*out = (*in).DeepCopy()
 	}
+	if in.RebootStartTime != nil {
+		in, out := &in.RebootStartTime, &out.RebootStartTime
+		*out = (*in).DeepCopy()
+	}
 	if in.UpdateStartTime != nil {
 		in, out := &in.UpdateStartTime, &out.UpdateStartTime
 		*out = (*in).DeepCopy()

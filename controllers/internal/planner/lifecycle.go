@@ -91,9 +91,22 @@ func (f *flight) step() {
 
 // deadline reports whether the phase outlasted limit, and otherwise wakes at the deadline.
 func (f *flight) deadline(limit time.Duration) bool {
+	return f.deadlineFrom(f.brn.Status.PhaseStartTime, limit)
+}
+
+// sinceReboot reports whether limit has passed since the node entered Rebooting (its phase's
+// start if that is not recorded), and otherwise wakes at the deadline.
+func (f *flight) sinceReboot(limit time.Duration) bool {
+	if t := f.brn.Status.RebootStartTime; t != nil {
+		return f.deadlineFrom(t, limit)
+	}
+	return f.deadline(limit)
+}
+
+func (f *flight) deadlineFrom(from *metav1.Time, limit time.Duration) bool {
 	start := f.now
-	if t := f.brn.Status.PhaseStartTime; t != nil {
-		start = t.Time
+	if from != nil {
+		start = from.Time
 	}
 	if !f.now.Before(start.Add(limit)) {
 		return true
@@ -214,7 +227,7 @@ func (f *flight) stepRebooting() {
 	case agent != nil && agent.RebootRecord != nil && agent.RebootRecord.ToVersion == f.brn.Spec.TargetVersion &&
 		agent.BootID != agent.RebootRecord.BootID:
 		f.move(v1alpha1.PhaseVerifying, v1alpha1.ActionReboot, v1alpha1.ReasonNodeNotReady, "the host rebooted; verifying it")
-	case f.deadline(f.readyTimeout()):
+	case f.sinceReboot(f.readyTimeout()):
 		f.fail(v1alpha1.ReasonReadyTimeout, "the host did not come back within health.readyTimeout")
 	default:
 		f.wait(v1alpha1.ReasonWaitingForReboot, "waiting for the host to reboot")
@@ -230,8 +243,8 @@ func (f *flight) stepVerifying() {
 	switch {
 	case c.ok():
 		f.move(v1alpha1.PhaseStabilizing, v1alpha1.ActionNone, v1alpha1.ReasonStabilizing, "running "+f.brn.Spec.TargetVersion+"; uncordoned, watching workloads")
-	case f.deadline(f.readyTimeout()):
-		f.fail(v1alpha1.ReasonReadyTimeout, "not verified within health.readyTimeout: "+c.message)
+	case f.sinceReboot(f.readyTimeout()):
+		f.fail(v1alpha1.ReasonReadyTimeout, "not verified within health.readyTimeout of the reboot: "+c.message)
 	default:
 		f.poll = true
 		f.wait(c.reason, c.message)
@@ -258,8 +271,8 @@ func (f *flight) stepStabilizing() {
 		f.wait(v1alpha1.ReasonStabilizing, fmt.Sprintf("healthy since %s; held for %s", formatTime(since), stableFor))
 	// Only what is unhealthy now fails at the deadline: a node found healthy late (the
 	// controller was away) is held for stableFor like any other.
-	case f.deadline(f.readyTimeout() + stableFor):
-		f.fail(v1alpha1.ReasonReadyTimeout, "workloads not healthy within health.readyTimeout: "+c.message)
+	case f.sinceReboot(f.readyTimeout() + stableFor):
+		f.fail(v1alpha1.ReasonReadyTimeout, "workloads not healthy within health.readyTimeout of the reboot: "+c.message)
 		f.poll = false
 	default:
 		f.wait(c.reason, c.message)

@@ -62,6 +62,11 @@ func staged(ok bool) func(*NodeState) {
 	}
 }
 
+// rebootStarted says the controller asked for the reboot ago before now.
+func rebootStarted(ago time.Duration) func(*NodeState) {
+	return func(n *NodeState) { n.BRN.Status.RebootStartTime = mtime(t0.Add(-ago)) }
+}
+
 func rebootedTo(version string) func(*NodeState) {
 	return func(n *NodeState) {
 		a := n.BRN.Status.Agent
@@ -219,6 +224,12 @@ func TestDeadlines(t *testing.T) {
 		{"stabilizing: the host no longer runs the target (rolled back)", flying{phase: v1alpha1.PhaseStabilizing, elapsed: time.Minute, health: health, ev: pods(true)}.with(rebootedTo("1.20.0")),
 			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonWrongVersion}, 11 * time.Minute, true},
 		{"stabilizing: the host no longer runs the target at readyTimeout + stableFor", flying{phase: v1alpha1.PhaseStabilizing, elapsed: 12 * time.Minute, health: health, ev: pods(true)}.with(rebootedTo("1.20.0")),
+			want{v1alpha1.PhaseFailed, v1alpha1.ReasonReadyTimeout}, 0, false},
+		{"verifying: health.readyTimeout counts from the reboot, not from the phase", flying{phase: v1alpha1.PhaseVerifying, elapsed: time.Minute, health: health}.with(rebootedTo(target), notReady, rebootStarted(10*time.Minute)),
+			want{v1alpha1.PhaseFailed, v1alpha1.ReasonReadyTimeout}, 0, false},
+		{"verifying: within health.readyTimeout of the reboot", flying{phase: v1alpha1.PhaseVerifying, elapsed: time.Minute, health: health}.with(rebootedTo(target), notReady, rebootStarted(4*time.Minute)),
+			want{v1alpha1.PhaseVerifying, v1alpha1.ReasonNodeNotReady}, 6 * time.Minute, true},
+		{"stabilizing: pods not Ready at readyTimeout + stableFor after the reboot", flying{phase: v1alpha1.PhaseStabilizing, elapsed: time.Minute, health: health, ev: pods(false)}.with(rebootedTo(target), rebootStarted(12*time.Minute)),
 			want{v1alpha1.PhaseFailed, v1alpha1.ReasonReadyTimeout}, 0, false},
 		{"stabilizing: a blocking pod is on the node", flying{phase: v1alpha1.PhaseStabilizing, elapsed: time.Minute, health: blocking, ev: pods(true, batch)}.with(rebootedTo(target)),
 			want{v1alpha1.PhaseStabilizing, v1alpha1.ReasonBlockingPod}, 11 * time.Minute, true},

@@ -160,8 +160,11 @@ func (d *NodeDecision) ApplyTo(brn *v1alpha1.BottlerocketNode, now time.Time) {
 	}
 	if st.Phase != d.Phase {
 		st.PhaseStartTime = &t
-		if d.Phase == v1alpha1.PhaseStaging {
+		switch d.Phase {
+		case v1alpha1.PhaseStaging:
 			st.UpdateStartTime = &t
+		case v1alpha1.PhaseRebooting:
+			st.RebootStartTime = &t
 		}
 	}
 	brn.Spec.Action = d.Action

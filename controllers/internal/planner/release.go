@@ -77,7 +77,7 @@ func (f *flight) stepBack() {
 		f.fail(res.Reason, res.Message)
 	case kubeutil.NodeReady(f.node):
 		f.d.Phase, f.d.Action = v1alpha1.PhaseIdle, v1alpha1.ActionNone
-	case f.deadline(f.readyTimeout()):
+	case f.sinceReboot(f.readyTimeout()):
 		f.fail(v1alpha1.ReasonReadyTimeout, "the host did not come back within health.readyTimeout")
 	default:
 		f.wait(v1alpha1.ReasonNodeNotReady, "waiting for the Node to be Ready")
