@@ -156,7 +156,7 @@ func (f *flight) stepStaging() {
 	res := agentResult(f.brn, v1alpha1.ActionStage)
 	answered := res != nil && agent.ObservedGeneration == f.brn.Generation
 	switch {
-	case answered && res.Result == v1alpha1.ActionSucceeded:
+	case answered && res.Result == v1alpha1.ActionSucceeded && hasStaged(agent, f.brn.Spec.TargetVersion):
 		f.move(v1alpha1.PhaseStaged, v1alpha1.ActionStage, v1alpha1.ReasonWaitingForDisruption, "target staged; waiting for a disruption slot")
 	case answered && res.Result == v1alpha1.ActionFailed:
 		f.fail(v1alpha1.ReasonStageFailed, res.Message)

@@ -59,6 +59,9 @@ func staged(ok bool) func(*NodeState) {
 			res = v1alpha1.ActionFailed
 		}
 		n.BRN.Status.Agent.LastAction = &v1alpha1.AgentAction{Action: v1alpha1.ActionStage, TargetVersion: target, Result: res, Message: "download failed"}
+		if ok {
+			n.BRN.Status.Agent.StagedVersion = target
+		}
 	}
 }
 

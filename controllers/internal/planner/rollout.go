@@ -135,6 +135,8 @@ func (pp *policyPass) classify(k, i int, d *NodeDecision) nodeClass {
 	}
 	st := &brn.Status
 	switch {
+	case st.Phase == v1alpha1.PhaseStaged && st.RolloutTarget == pp.target && !hasStaged(st.Agent, pp.target):
+		return classCandidate // the host booted since and lost the staged image: it stages again
 	case (st.Phase == v1alpha1.PhaseStaging || st.Phase == v1alpha1.PhaseStaged) && st.RolloutTarget == pp.target:
 		pp.keep(d, brn)
 		d.Action = v1alpha1.ActionStage
@@ -163,6 +165,11 @@ func (pp *policyPass) keep(d *NodeDecision, brn *v1alpha1.BottlerocketNode) {
 	if st.RolloutTarget != pp.target {
 		d.Wave, d.RolloutTarget = st.Wave, st.RolloutTarget // an earlier rollout's node finishing
 	}
+}
+
+// hasStaged reports whether the agent reports target staged on the host (or running).
+func hasStaged(a *v1alpha1.AgentStatus, target string) bool {
+	return a != nil && (a.StagedVersion == target || a.CurrentVersion == target)
 }
 
 // retryRequested reports whether a person asked to retry a Failed node.

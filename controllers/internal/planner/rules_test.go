@@ -19,6 +19,9 @@ func one(p v1alpha1.UpdatePolicy) []v1alpha1.UpdatePolicy { return []v1alpha1.Up
 func at(n NodeState, phase v1alpha1.NodePhase, target string) NodeState {
 	n.BRN.Status.Phase, n.BRN.Status.RolloutTarget, n.BRN.Spec.TargetVersion = phase, target, target
 	n.BRN.Spec.Action = v1alpha1.ActionStage
+	if phase == v1alpha1.PhaseStaged || phase == v1alpha1.PhaseDraining {
+		n.BRN.Status.Agent.StagedVersion = target // the agent reports the target staged
+	}
 	return n
 }
 
@@ -641,6 +644,33 @@ func TestPauseFollowsDisruptedNodesOnly(t *testing.T) {
 	fleet.Now = t0.Add(2 * time.Minute)
 	if d := Compute(fleet).Nodes[1]; d.Phase != v1alpha1.PhaseDraining {
 		t.Errorf("b: %s/%s (%s), want Draining: no node freed a slot", d.Phase, d.Reason, d.Message)
+	}
+}
+
+// TestStagedImageLost checks that a Staged node whose host no longer has the target staged is
+// not disrupted for it: Bottlerocket forgets a staged update when the host boots for another
+// reason (thar-be-updates keeps its status in memory; after a boot staging_partition is null),
+// and a Reboot intent would then find nothing to activate. The node stages again, and is
+// Staged only once the agent reports the target staged.
+func TestStagedImageLost(t *testing.T) {
+	const v = "1.21.0"
+	b := at(h("b"), v1alpha1.PhaseStaged, v)
+	staged(true)(&b)
+	b.BRN.Status.Agent.StagedVersion = "" // the host booted since
+	fleet := in(one(withSpec()), b)
+
+	d := Compute(fleet).Nodes[0]
+	if d.Phase != v1alpha1.PhaseStaging || d.Action != v1alpha1.ActionStage {
+		t.Fatalf("b: %s/%s, action %s (%s); want Staging again, not a disruption", d.Phase, d.Reason, d.Action, d.Message)
+	}
+	apply(&fleet, Compute(fleet))
+	fleet.Now = t0.Add(time.Minute)
+	if d := Compute(fleet).Nodes[0]; d.Phase != v1alpha1.PhaseStaging || d.Reason != v1alpha1.ReasonStaging {
+		t.Errorf("b: %s/%s (%s); want Staging until the agent reports the target staged again (its last answer is older)", d.Phase, d.Reason, d.Message)
+	}
+	b.BRN.Status.Agent.StagedVersion = v
+	if d := Compute(fleet).Nodes[0]; d.Phase != v1alpha1.PhaseStaged {
+		t.Errorf("b: %s/%s (%s); want Staged once the target is staged again", d.Phase, d.Reason, d.Message)
 	}
 }
 
