@@ -45,6 +45,7 @@ func (r *RolloutReconciler) applyNode(ctx context.Context, ns planner.NodeState,
 	if err := r.writeBRN(ctx, ns.BRN, brn); err != nil {
 		return err
 	}
+	delete(r.unrecorded, brn.Name) // the decision written carried them
 	r.record(ctx, ns.Node, ns.BRN, brn, d, now)
 	return nil
 }

@@ -2,7 +2,9 @@ package controllers_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -12,9 +14,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 )
@@ -72,6 +78,30 @@ var _ = Describe("Draining", func() {
 		setPDBHealth(pdb, 1, 1)
 		f.stabilize(node)
 		Expect(getBRN(Default, node).Status.EvictedPDBs).To(BeEmpty())
+	})
+
+	It("keeps the record of the budgets it evicted from when writing it fails, until it is written", func(ctx SpecContext) {
+		var conflicts atomic.Int32
+		f := newFleetWith(func(o *ctrl.Options) {
+			o.NewClient = func(cfg *rest.Config, opts client.Options) (client.Client, error) {
+				c, err := client.NewWithWatch(cfg, opts)
+				// The first status write that records an evicted budget meets a conflict (the
+				// agent wrote in between): the pods are gone, the write is not.
+				return interceptor.NewClient(c, interceptor.Funcs{SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+					if brn, ok := obj.(*v1alpha1.BottlerocketNode); ok && len(brn.Status.EvictedPDBs) > 0 && conflicts.Add(1) == 1 {
+						return apierrors.NewConflict(v1alpha1.GroupVersion.WithResource("bottlerocketnodes").GroupResource(), brn.Name, errors.New("the object has been modified"))
+					}
+					return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+				}}), err
+			}
+		})
+		node, pod, pdb := f.drainingBlocked(v1alpha1.DrainSpec{GracePeriodSeconds: ptr.To[int64](0)})
+		setDisruptionsAllowed(pdb, 1)
+		expectNode(node, v1alpha1.PhaseRebooting, intent(v1alpha1.ActionReboot), func(g Gomega, brn *v1alpha1.BottlerocketNode) {
+			g.Expect(brn.Status.EvictedPDBs).To(ConsistOf(podNS+"/"+pdb.Name), "the budget evicted from, recorded after the failed write")
+		})
+		Expect(conflicts.Load()).To(BeNumerically(">=", 1), "the first write recording the eviction failed")
+		Expect(podExists(ctx, pod)).To(BeFalse())
 	})
 
 	It("completes an eviction the API server granted but did not carry out, and only that", func(ctx SpecContext) {

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -63,6 +64,13 @@ func (r *RolloutReconciler) drainPass(ctx context.Context, node *corev1.Node, sp
 		return &res
 	}
 	res := r.evictPass(ctx, node, spec)
+	if len(res.EvictedPDBs) > 0 || len(r.unrecorded[node.Name]) > 0 {
+		if r.unrecorded == nil {
+			r.unrecorded = map[string][]string{}
+		}
+		res.EvictedPDBs = slices.Compact(slices.Sorted(slices.Values(slices.Concat(r.unrecorded[node.Name], res.EvictedPDBs))))
+		r.unrecorded[node.Name] = res.EvictedPDBs
+	}
 	return &res
 }
 

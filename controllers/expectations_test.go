@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -78,7 +79,7 @@ func (l *laggingCache) List(ctx context.Context, list client.ObjectList, opts ..
 var _ = Describe("Admissions", func() {
 	It("are decided from a view that includes the controller's own last writes, however late the cache delivers them", func() {
 		lag := newLaggingCache("")
-		f := newFleetWith(lag.newCache)
+		f := newFleetWith(func(o *ctrl.Options) { o.NewCache = lag.newCache })
 		lag.prefix = f.group + "-"
 		m := f.watchFleet()
 		// Staging is allowed outside the window; draining is not: both nodes stage, one reports

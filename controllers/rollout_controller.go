@@ -56,6 +56,10 @@ type RolloutReconciler struct {
 
 	// expect holds our last writes of BottlerocketNodes, which a pass's view must include.
 	expect expectations
+	// unrecorded holds, per node, the PodDisruptionBudgets its pods were evicted from that
+	// no successful write of its status has recorded yet: the pods are gone, so no later
+	// eviction pass would name them again. Only the single worker touches it.
+	unrecorded map[string][]string
 }
 
 // SetupWithManager registers the rollout controller.

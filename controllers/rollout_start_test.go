@@ -9,6 +9,7 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -138,7 +139,7 @@ func (l *policyLag) List(ctx context.Context, list client.ObjectList, opts ...cl
 var _ = Describe("The start of a rollout", func() {
 	It("is decided once: no intent is withdrawn and given again, and the policy is not Ready for a version no host runs", func() {
 		lag := &policyLag{}
-		f := newFleetWith(lag.newCache)
+		f := newFleetWith(func(o *ctrl.Options) { o.NewCache = lag.newCache })
 		p := f.addPolicy("p", rolloutSpec(func(s *v1alpha1.UpdatePolicySpec) { s.Version = fromVersion }))
 		lag.name = p.Name
 		nodes := f.addBottlerocketNodes("a", "b", "c")

@@ -20,7 +20,6 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -78,8 +77,9 @@ type fleet struct {
 	// policies are touched by tick to make the controller look again.
 	policies []*v1alpha1.UpdatePolicy
 	ticks    atomic.Int64
-	// newCache, when set, builds the controller's cache (a test that delays what it sees).
-	newCache cache.NewCacheFunc
+	// wire, when set, changes how the controller's manager is built: a test that delays what
+	// its cache sees, or makes its writes fail.
+	wire func(*ctrl.Options)
 }
 
 // newFleet starts a controller with a fake clock. Everything the test creates is deleted
@@ -88,9 +88,10 @@ func newFleet() *fleet {
 	return newFleetWith(nil)
 }
 
-// newFleetWith is newFleet with the controller's cache built by newCache (nil: the usual one).
-func newFleetWith(newCache cache.NewCacheFunc) *fleet {
-	f := &fleet{group: "t" + rand.String(6), clock: clocktesting.NewFakeClock(epoch), newCache: newCache}
+// newFleetWith is newFleet with the controller's manager options changed by wire (nil: as
+// usual).
+func newFleetWith(wire func(*ctrl.Options)) *fleet {
+	f := &fleet{group: "t" + rand.String(6), clock: clocktesting.NewFakeClock(epoch), wire: wire}
 	f.startController()
 	DeferCleanup(func() { f.stopController() })
 	return f
@@ -99,12 +100,15 @@ func newFleetWith(newCache cache.NewCacheFunc) *fleet {
 // startController starts a manager with node discovery and the rollout controller, wired as
 // in production by controllers.Setup, but with the fleet's fake clock.
 func (f *fleet) startController() {
-	mgr, err := controllers.NewManager(env.Config, controllers.Options{Clock: f.clock, PollInterval: 50 * time.Millisecond}, ctrl.Options{
+	opts := ctrl.Options{
 		Scheme:     env.Scheme,
 		Metrics:    metricsserver.Options{BindAddress: "0"},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-		NewCache:   f.newCache,
-	})
+	}
+	if f.wire != nil {
+		f.wire(&opts)
+	}
+	mgr, err := controllers.NewManager(env.Config, controllers.Options{Clock: f.clock, PollInterval: 50 * time.Millisecond}, opts)
 	Expect(err).NotTo(HaveOccurred())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
