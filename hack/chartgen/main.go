@@ -233,14 +233,6 @@ func generate(o map[string]any, v *values) (string, []byte, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	if kindOf(o) == "ValidatingAdmissionPolicy" {
-		// The policy names the agent's service account by its namespace.
-		from := "system:serviceaccount:" + namespace + ":"
-		if n := bytes.Count(text, []byte(from)); n != 1 {
-			return "", nil, fmt.Errorf("want the agent's user name %s... once in the policy, found it %d times", from, n)
-		}
-		text = bytes.ReplaceAll(text, []byte(from), []byte("system:serviceaccount:"+nsExpr+":"))
-	}
 	// Alert templates ({{ $labels.policy }}) are Prometheus', not Helm's: Helm prints them as they are.
 	if kindOf(o) == "PrometheusRule" {
 		text = braceRE.ReplaceAllFunc(text, func(m []byte) []byte { return []byte("{{`" + string(m) + "`}}") })

@@ -5,6 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -193,11 +197,67 @@ func TestAgentTokenWithoutNode(t *testing.T) {
 		name: "status.agent with an unbound token",
 		do:   patchStatus("unbound", map[string]any{"agent": map[string]any{"currentVersion": "1.26.0"}}),
 		want: deniedByPolicy,
-		msg:  "its token names node none",
+		msg:  "this token is bound to no pod",
 	}
 	eventually(t, "waiting for the admission policy to refuse a token without a node", func() error {
 		return s.verify(s.do(ctx, agent))
 	})
+}
+
+// TestAgentTokenBoundToANode proves the policy asks for a pod-bound token: a token of the
+// agent's service account bound to a Node object names that node too, but no pod; whoever may
+// request tokens for the account could mint one for any node. It writes nothing.
+func TestAgentTokenBoundToANode(t *testing.T) {
+	installed(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-bound"}}
+	createFixture(ctx, t, node)
+	createBottlerocketNode(ctx, t, node.Name)
+	agent := boundClient(ctx, t, agentSA, &authenticationv1.BoundObjectReference{Kind: "Node", APIVersion: "v1", Name: node.Name, UID: node.UID})
+	if got := whoAmI(ctx, t, agent).Extra[deploy.NodeNameExtra]; !slices.Equal(got, []string{node.Name}) {
+		t.Fatalf("a Node-bound token carries %s=%v, want [%s]", deploy.NodeNameExtra, got, node.Name)
+	}
+	s := step{
+		name: "status.agent with a token bound to the Node, not to a pod",
+		do:   patchStatus(node.Name, map[string]any{"agent": map[string]any{"currentVersion": "1.26.0"}}),
+		want: deniedByPolicy,
+		msg:  "a token bound to an agent pod",
+	}
+	eventually(t, "waiting for the admission policy to refuse a token bound to a Node", func() error {
+		return s.verify(s.do(ctx, agent))
+	})
+}
+
+// TestPolicyGuardsEveryControllerField checks that the admission policy refuses agents every
+// status field but status.agent — including any field added to the API later — and that the
+// confinement test changes each of them.
+func TestPolicyGuardsEveryControllerField(t *testing.T) {
+	var want []string
+	st := reflect.TypeFor[v1alpha1.BottlerocketNodeStatus]()
+	for i := range st.NumField() {
+		if name, _, _ := strings.Cut(st.Field(i).Tag.Get("json"), ","); name != "agent" {
+			want = append(want, name)
+		}
+	}
+	slices.Sort(want)
+	policy, err := os.ReadFile(filepath.Join("..", "..", "config", "admission", "agent_policy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var guarded []string
+	for _, m := range regexp.MustCompile(`'(\w+)': object\.\?status\.\?(\w+) == oldObject\.\?status\.\?(\w+)`).FindAllStringSubmatch(string(policy), -1) {
+		if m[1] == m[2] && m[2] == m[3] {
+			guarded = append(guarded, m[1])
+		}
+	}
+	slices.Sort(guarded)
+	if !slices.Equal(guarded, want) {
+		t.Errorf("the policy guards status fields %v; the API's status fields but agent are %v", guarded, want)
+	}
+	if changed := slices.Sorted(maps.Keys(controllerStatusChanges())); !slices.Equal(changed, want) {
+		t.Errorf("the confinement test changes status fields %v; want every one but agent: %v", changed, want)
+	}
 }
 
 // TestControllerPermissions proves, under the controller's own service account, that it can
@@ -311,7 +371,17 @@ func reviewRules(ctx context.Context, t *testing.T, c client.Client, kind, name,
 // account (bound to pod when not nil), as a pod's mounted token would.
 func tokenClient(ctx context.Context, t *testing.T, sa string, pod *corev1.Pod) client.Client {
 	t.Helper()
-	c, err := client.New(tokenConfig(ctx, t, sa, pod), client.Options{Scheme: env.Scheme})
+	var bound *authenticationv1.BoundObjectReference
+	if pod != nil {
+		bound = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
+	}
+	return boundClient(ctx, t, sa, bound)
+}
+
+// boundClient is tokenClient with the token bound to the object bound (nil: unbound).
+func boundClient(ctx context.Context, t *testing.T, sa string, bound *authenticationv1.BoundObjectReference) client.Client {
+	t.Helper()
+	c, err := client.New(tokenConfig(ctx, t, sa, bound), client.Options{Scheme: env.Scheme})
 	if err != nil {
 		t.Fatalf("creating a client for %s: %v", sa, err)
 	}
@@ -319,13 +389,10 @@ func tokenClient(ctx context.Context, t *testing.T, sa string, pod *corev1.Pod) 
 }
 
 // tokenConfig returns a rest config that authenticates only with a fresh token of the
-// service account (bound to pod when not nil).
-func tokenConfig(ctx context.Context, t *testing.T, sa string, pod *corev1.Pod) *rest.Config {
+// service account (bound to the object bound when not nil).
+func tokenConfig(ctx context.Context, t *testing.T, sa string, bound *authenticationv1.BoundObjectReference) *rest.Config {
 	t.Helper()
-	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}
-	if pod != nil {
-		tr.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
-	}
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600), BoundObjectRef: bound}}
 	account := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa, Namespace: namespace}}
 	if err := env.Client.SubResource("token").Create(ctx, account, tr); err != nil {
 		t.Fatalf("requesting a token for %s: %v", sa, err)
@@ -394,7 +461,8 @@ func controllerStatusChanges() map[string]any {
 	return map[string]any{
 		"phase": "Updated", "reason": "UpToDate", "message": "changed", "wave": "canary",
 		"rolloutTarget": "1.27.0", "phaseStartTime": later, "updateStartTime": later, "updatedTime": later,
-		"failedTarget": "1.27.0", "failureCount": 7, "failedTime": later,
+		"failedTarget": "1.27.0", "failureCount": 7, "failedTime": later, "rebootStartTime": later, "healthySince": later,
+		"evictedPDBs": []any{"shop/web"},
 		"conditions": []any{map[string]any{"type": "Ready", "status": "True", "reason": "Updated", "message": "", "lastTransitionTime": later}},
 	}
 }
