@@ -93,7 +93,9 @@ func (e *env) apply(ctx context.Context, c client.Client, obj client.Object, ch 
 			return apiError(err, "patch", obj, obj.GetName())
 		}
 	}
-	fmt.Fprintln(e.Streams.Out, ch.Message)
+	if _, err := fmt.Fprintln(e.Streams.Out, ch.Message); err != nil {
+		return fmt.Errorf("writing the result: %w", err)
+	}
 	return nil
 }
 

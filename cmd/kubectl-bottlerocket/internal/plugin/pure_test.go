@@ -184,7 +184,7 @@ func TestExplainUnblock(t *testing.T) {
 	}
 }
 
-func TestSummarize(t *testing.T) {
+func TestSummarise(t *testing.T) {
 	p := policy(withWaves, func(p *v1alpha1.UpdatePolicy) {
 		p.Spec.MaxUnavailable = ptr.To(intstr.FromString("20%"))
 		p.Status.Unavailable = 1
@@ -202,7 +202,7 @@ func TestSummarize(t *testing.T) {
 		node("n8", v1alpha1.PhaseUpdated, v1alpha1.ReasonUpToDate),
 		node("other", v1alpha1.PhasePending, v1alpha1.ReasonPolicyPaused, func(n *v1alpha1.BottlerocketNode) { n.Spec.Policy = "other" }),
 	}
-	s := Summarize(p, nodes, now)
+	s := Summarise(p, nodes, now)
 	if s.Budget != "2" || s.Unavailable != 1 {
 		t.Errorf("budget: got %d/%s, want 1/2 (20%% of 10 rounded up)", s.Unavailable, s.Budget)
 	}

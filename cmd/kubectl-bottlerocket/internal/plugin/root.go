@@ -34,7 +34,7 @@ func Run(ctx context.Context, args []string, o Options) int {
 	cmd := NewCommand(o)
 	cmd.SetArgs(args)
 	if err := cmd.ExecuteContext(ctx); err != nil {
-		fmt.Fprintf(o.Streams.ErrOut, "error: %v\n", err)
+		_, _ = fmt.Fprintf(o.Streams.ErrOut, "error: %v\n", err) // nowhere left to report a failure to
 		return 1
 	}
 	return 0

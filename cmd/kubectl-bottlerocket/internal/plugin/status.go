@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"sort"
@@ -38,8 +39,8 @@ type Group struct {
 	Nodes  []string
 }
 
-// Summarize derives a policy's summary from it and the BottlerocketNodes, at now.
-func Summarize(p *v1alpha1.UpdatePolicy, nodes []v1alpha1.BottlerocketNode, now time.Time) Summary {
+// Summarise derives a policy's summary from it and the BottlerocketNodes, at now.
+func Summarise(p *v1alpha1.UpdatePolicy, nodes []v1alpha1.BottlerocketNode, now time.Time) Summary {
 	st := &p.Status
 	s := Summary{
 		Policy: p.Name, Target: dash(st.TargetVersion), Progress: dash(st.Progress), Phase: dash(string(st.Phase)),
@@ -123,10 +124,11 @@ func dash(s string) string {
 
 // PrintSummaries writes the policies' table and, under it, each policy's held nodes.
 func PrintSummaries(out io.Writer, sums []Summary) error {
-	w := printers.GetNewTabWriter(out)
-	fmt.Fprintln(w, "POLICY\tTARGET\tPROGRESS\tPHASE\tUNAVAILABLE\tWAVE\tNEXT WINDOW")
+	var b bytes.Buffer // writes to a buffer do not fail; out is written once, below
+	w := printers.GetNewTabWriter(&b)
+	_, _ = fmt.Fprintln(w, "POLICY\tTARGET\tPROGRESS\tPHASE\tUNAVAILABLE\tWAVE\tNEXT WINDOW")
 	for _, s := range sums {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d/%s\t%s\t%s\n", s.Policy, s.Target, s.Progress, s.Phase, s.Unavailable, s.Budget, s.Wave, s.Window)
+		_, _ = fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d/%s\t%s\t%s\n", s.Policy, s.Target, s.Progress, s.Phase, s.Unavailable, s.Budget, s.Wave, s.Window)
 	}
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("writing the table: %w", err)
@@ -135,22 +137,26 @@ func PrintSummaries(out io.Writer, sums []Summary) error {
 		if len(s.Held) == 0 {
 			continue
 		}
-		fmt.Fprintf(out, "\n%s: held back\n", s.Policy)
-		w = printers.GetNewTabWriter(out)
-		fmt.Fprintln(w, "  REASON\tNODES\tEXAMPLES")
+		_, _ = fmt.Fprintf(&b, "\n%s: held back\n", s.Policy)
+		w = printers.GetNewTabWriter(&b)
+		_, _ = fmt.Fprintln(w, "  REASON\tNODES\tEXAMPLES")
 		for _, g := range s.Held {
-			fmt.Fprintf(w, "  %s\t%d\t%s\n", g.Reason, len(g.Nodes), list(g.Nodes, examples))
+			_, _ = fmt.Fprintf(w, "  %s\t%d\t%s\n", g.Reason, len(g.Nodes), list(g.Nodes, examples))
 		}
 		if err := w.Flush(); err != nil {
 			return fmt.Errorf("writing the table: %w", err)
 		}
+	}
+	if _, err := b.WriteTo(out); err != nil {
+		return fmt.Errorf("writing the status: %w", err)
 	}
 	return nil
 }
 
 // PrintExplanation writes what `why` says about a node, as kubectl describe lays it out.
 func PrintExplanation(out io.Writer, e Explanation, now time.Time, loc *time.Location) error {
-	w := printers.GetNewTabWriter(out)
+	var b bytes.Buffer // writes to a buffer do not fail; out is written once, below
+	w := printers.GetNewTabWriter(&b)
 	since := "-"
 	if !e.Since.IsZero() {
 		since = when(e.Since, now, loc, "") + " (" + short(now.Sub(e.Since)) + ")"
@@ -161,9 +167,12 @@ func PrintExplanation(out io.Writer, e Explanation, now time.Time, loc *time.Loc
 		{"Message", dash(e.Message)}, {"Unblocks", e.Unblock},
 	}
 	for _, r := range rows {
-		fmt.Fprintf(w, "%s:\t%s\n", r[0], r[1])
+		_, _ = fmt.Fprintf(w, "%s:\t%s\n", r[0], r[1])
 	}
 	if err := w.Flush(); err != nil {
+		return fmt.Errorf("writing the explanation: %w", err)
+	}
+	if _, err := b.WriteTo(out); err != nil {
 		return fmt.Errorf("writing the explanation: %w", err)
 	}
 	return nil
