@@ -153,6 +153,10 @@ bench: ## Run the benchmarks and print their figures.
 build: ## Build the static operator binary into bin/ (VERSION and COMMIT stamped in).
 	CGO_ENABLED=0 go build -trimpath -ldflags='$(LDFLAGS)' -o $(LOCALBIN)/$(BINARY) .
 
+.PHONY: plugin
+plugin: ## Build the kubectl plugin into bin/kubectl-bottlerocket (copy it onto PATH: kubectl bottlerocket ...).
+	CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o $(LOCALBIN)/kubectl-bottlerocket ./cmd/kubectl-bottlerocket
+
 .PHONY: image
 image: ## Build the OCI image (linux/amd64 + linux/arm64) without Docker into bin/image/ (VERSION, COMMIT stamped).
 	go run ./hack/image -version $(VERSION) -commit $(COMMIT) -epoch $$(git log -1 --format=%ct 2>/dev/null || echo 0) \
