@@ -463,7 +463,7 @@ func controllerStatusChanges() map[string]any {
 		"rolloutTarget": "1.27.0", "phaseStartTime": later, "updateStartTime": later, "updatedTime": later,
 		"failedTarget": "1.27.0", "failureCount": 7, "failedTime": later, "rebootStartTime": later, "healthySince": later,
 		"evictedPDBs": []any{"shop/web"},
-		"conditions": []any{map[string]any{"type": "Ready", "status": "True", "reason": "Updated", "message": "", "lastTransitionTime": later}},
+		"conditions":  []any{map[string]any{"type": "Ready", "status": "True", "reason": "Updated", "message": "", "lastTransitionTime": later}},
 	}
 }
 

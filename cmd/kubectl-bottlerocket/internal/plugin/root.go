@@ -50,10 +50,10 @@ func NewCommand(o Options) *cobra.Command {
 	}
 	flags := genericclioptions.NewConfigFlags(true)
 	root := &cobra.Command{
-		Use:   "kubectl-bottlerocket",
+		Use: "kubectl-bottlerocket",
 		// kubectl runs the plugin as `kubectl bottlerocket`: usage and errors say so.
 		Annotations: map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl bottlerocket"},
-		Short: "See and steer Bottlerocket node updates (UpdatePolicies and BottlerocketNodes)",
+		Short:       "See and steer Bottlerocket node updates (UpdatePolicies and BottlerocketNodes)",
 		Long: `See and steer Bottlerocket node updates.
 
 status and why read UpdatePolicies and BottlerocketNodes; pause, resume, retry, exclude and
