@@ -133,6 +133,11 @@ func (pp *policyPass) classify(k, i int, d *NodeDecision) nodeClass {
 		d.TargetVersion, d.RolloutTarget = "", ""
 		return classWaiting
 	}
+	return pp.classifyByStatus(brn, d)
+}
+
+// classifyByStatus classifies a node with an agent report by where its status says it is.
+func (pp *policyPass) classifyByStatus(brn *v1alpha1.BottlerocketNode, d *NodeDecision) nodeClass {
 	st := &brn.Status
 	switch {
 	case st.Phase == v1alpha1.PhaseStaged && st.RolloutTarget == pp.target && !hasStaged(st.Agent, pp.target):
