@@ -208,6 +208,10 @@ type BottlerocketNodeStatus struct {
 	// health.readyTimeout is measured from it, across Rebooting, Verifying and Stabilizing.
 	// +optional
 	RebootStartTime *metav1.Time `json:"rebootStartTime,omitempty"`
+	// drainStartTime is when the node entered Draining for its current update: its
+	// disruption lasts from it to updatedTime.
+	// +optional
+	DrainStartTime *metav1.Time `json:"drainStartTime,omitempty"`
 	// updateStartTime is when the node left Pending for its current update.
 	// +optional
 	UpdateStartTime *metav1.Time `json:"updateStartTime,omitempty"`

@@ -123,6 +123,9 @@ const (
 	ReasonSoaking Reason = "Soaking"
 	// ReasonOutsideWindow: no maintenance window of the node's wave is open.
 	ReasonOutsideWindow Reason = "OutsideMaintenanceWindow"
+	// ReasonWindowTooShort: finishWithinWindow is set and the node's expected update would
+	// run past the end of the open window.
+	ReasonWindowTooShort Reason = "WindowTooShort"
 	// ReasonInvalidSchedule: a maintenance window's schedule does not parse: the policy fails closed.
 	ReasonInvalidSchedule Reason = "InvalidSchedule"
 	// ReasonBudgetExhausted: maxUnavailable nodes of the policy are unavailable.

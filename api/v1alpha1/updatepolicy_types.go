@@ -125,6 +125,14 @@ type UpdatePolicySpec struct {
 	// flight when it was turned on finish its update.
 	// +optional
 	DryRun bool `json:"dryRun,omitempty"`
+
+	// finishWithinWindow, when true, starts disrupting a node only if its expected update
+	// ends before the open maintenance window closes; otherwise the node waits for the next
+	// window with reason WindowTooShort. The expected update is the mean observed in this
+	// rollout (before any, drain.timeout + health.readyTimeout + health.stableFor). Without
+	// it, a node started in a window may finish after the window closes.
+	// +optional
+	FinishWithinWindow bool `json:"finishWithinWindow,omitempty"`
 }
 
 // StagingSpec controls downloading the target ahead of disruption.
@@ -407,6 +415,14 @@ type UpdatePolicyStatus struct {
 	// +listType=atomic
 	// +optional
 	NextNodes []string `json:"nextNodes,omitempty"`
+
+	// estimatedCompletionTime is when every governed node is expected to run the target:
+	// estimated from the update durations observed in this rollout (before any, from the
+	// policy's deadlines), the budgets, waves and soaks, pauseBetweenNodes and the
+	// maintenance windows. Unset when nothing is left to do or the rollout cannot move on
+	// by itself (paused, halted, invalid, or no window opens again).
+	// +optional
+	EstimatedCompletionTime *metav1.Time `json:"estimatedCompletionTime,omitempty"`
 }
 
 // NodeCounts counts governed nodes per phase.
@@ -457,6 +473,7 @@ type WaveStatus struct {
 // +kubebuilder:printcolumn:name="Target",type=string,JSONPath=`.status.targetVersion`
 // +kubebuilder:printcolumn:name="Progress",type=string,JSONPath=`.status.progress`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="ETA",type=string,JSONPath=`.status.estimatedCompletionTime`
 // +kubebuilder:printcolumn:name="Unavailable",type=integer,JSONPath=`.status.unavailable`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

@@ -167,6 +167,10 @@ func (in *BottlerocketNodeStatus) DeepCopyInto(out *BottlerocketNodeStatus) {
 		in, out := &in.RebootStartTime, &out.RebootStartTime
 		*out = (*in).DeepCopy()
 	}
+	if in.DrainStartTime != nil {
+		in, out := &in.DrainStartTime, &out.DrainStartTime
+		*out = (*in).DeepCopy()
+	}
 	if in.UpdateStartTime != nil {
 		in, out := &in.UpdateStartTime, &out.UpdateStartTime
 		*out = (*in).DeepCopy()
@@ -544,6 +548,10 @@ func (in *UpdatePolicyStatus) DeepCopyInto(out *UpdatePolicyStatus) {
 		in, out := &in.NextNodes, &out.NextNodes
 		*out = make([]string, len(*in))
 		copy(*out, *in)
+	}
+	if in.EstimatedCompletionTime != nil {
+		in, out := &in.EstimatedCompletionTime, &out.EstimatedCompletionTime
+		*out = (*in).DeepCopy()
 	}
 }
 

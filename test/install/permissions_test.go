@@ -461,7 +461,7 @@ func controllerStatusChanges() map[string]any {
 	return map[string]any{
 		"phase": "Updated", "reason": "UpToDate", "message": "changed", "wave": "canary",
 		"rolloutTarget": "1.27.0", "phaseStartTime": later, "updateStartTime": later, "updatedTime": later,
-		"failedTarget": "1.27.0", "failureCount": 7, "failedTime": later, "rebootStartTime": later, "healthySince": later,
+		"failedTarget": "1.27.0", "failureCount": 7, "failedTime": later, "rebootStartTime": later, "drainStartTime": later, "healthySince": later,
 		"evictedPDBs": []any{"shop/web"},
 		"conditions":  []any{map[string]any{"type": "Ready", "status": "True", "reason": "Updated", "message": "", "lastTransitionTime": later}},
 	}

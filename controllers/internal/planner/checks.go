@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 )
@@ -190,6 +191,10 @@ func checkSchedule(pp *policyPass, _ *candidate) (bool, v1alpha1.Reason, string)
 func checkWindow(pp *policyPass, c *candidate) (bool, v1alpha1.Reason, string) {
 	w := &pp.waves[c.wave]
 	if w.windowOpen {
+		if pp.spec.FinishWithinWindow && !w.windowChange.IsZero() && pp.in.Now.Add(pp.perNode).After(w.windowChange) {
+			return true, v1alpha1.ReasonWindowTooShort, fmt.Sprintf("an update is expected to take %s and the window closes at %s: waiting for the next window",
+				pp.perNode.Round(time.Second), formatTime(w.windowChange))
+		}
 		return false, "", ""
 	}
 	if w.nextOpen.IsZero() {

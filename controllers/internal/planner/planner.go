@@ -163,6 +163,8 @@ func (d *NodeDecision) ApplyTo(brn *v1alpha1.BottlerocketNode, now time.Time) {
 		switch d.Phase {
 		case v1alpha1.PhaseStaging:
 			st.UpdateStartTime = &t
+		case v1alpha1.PhaseDraining:
+			st.DrainStartTime = &t
 		case v1alpha1.PhaseRebooting:
 			st.RebootStartTime = &t
 		}
@@ -226,6 +228,9 @@ type PolicyReport struct {
 	NextMaintenanceWindow time.Time
 	// NextNodes are the nodes planned to move next, in order (at most 10).
 	NextNodes []string
+	// EstimatedCompletion is when every governed node is expected to run the target; zero
+	// when nothing is left or the rollout cannot move on by itself.
+	EstimatedCompletion time.Time
 	// FailedNodes counts the nodes failed for the target since the last resume; Halted is
 	// set when they reach failurePolicy.maxFailedNodes.
 	FailedNodes int
@@ -258,6 +263,7 @@ func (r *PolicyReport) ApplyTo(st *v1alpha1.UpdatePolicyStatus) {
 	st.Waves = r.Waves
 	st.NextMaintenanceWindow = optionalTime(r.NextMaintenanceWindow)
 	st.NextNodes = r.NextNodes
+	st.EstimatedCompletionTime = optionalTime(r.EstimatedCompletion)
 	st.DeletedNodes = r.DeletedNodes
 }
 

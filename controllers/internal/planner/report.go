@@ -33,6 +33,9 @@ func (pp *policyPass) buildReport(out []NodeDecision) {
 		}
 	}
 	r.Phase = pp.rolloutPhase(waiting)
+	if r.Phase == v1alpha1.RolloutProgressing || r.Phase == v1alpha1.RolloutWaiting {
+		r.EstimatedCompletion = pp.estimate(out)
+	}
 }
 
 // countPhases counts the governed nodes by decided phase, and reports whether any waits in

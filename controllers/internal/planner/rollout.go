@@ -39,6 +39,7 @@ type policyPass struct {
 	staging        int
 	stagingLimit   int
 	failed         int
+	perNode        time.Duration // how long a disruption is expected to last
 
 	report PolicyReport
 	wake   time.Time // when an admission may change by time alone
@@ -86,6 +87,7 @@ func (pp *policyPass) plan(out []NodeDecision) {
 	pp.advanceInFlight(classes, out)
 	pp.count(classes, out)
 	pp.completeWaves(classes)
+	pp.perNode = pp.expectedDisruption()
 	pp.admit(classes, out)
 	if pp.spec.DryRun {
 		pp.freezeActions(classes, out)

@@ -374,6 +374,30 @@ func TestRules(t *testing.T) {
 			want: map[string]want{"a": {v1alpha1.PhaseDraining, ""}},
 		},
 		{
+			name: "finishWithinWindow: an update that would outlast the open window waits for the next",
+			in: in(one(withSpec(window("0 11 * * *", 75*time.Minute, "UTC"), func(s *v1alpha1.UpdatePolicySpec) {
+				s.FinishWithinWindow = true // the window closes at 12:15; drain 15m + ready 10m + stable 1m do not fit
+			})), at(h("a"), v1alpha1.PhaseStaged, v)),
+			want: map[string]want{"a": {v1alpha1.PhaseStaged, v1alpha1.ReasonWindowTooShort}},
+			check: func(t *testing.T, p Plan) {
+				if msg := p.Nodes[0].Message; !strings.Contains(msg, "26m0s") || !strings.Contains(msg, "12:15:00Z") {
+					t.Errorf("message %q names neither the expected duration nor the window's end", msg)
+				}
+			},
+		},
+		{
+			name: "finishWithinWindow: an update that fits starts",
+			in: in(one(withSpec(window("0 11 * * *", 90*time.Minute, "UTC"), func(s *v1alpha1.UpdatePolicySpec) {
+				s.FinishWithinWindow = true // closes at 12:30: 26m fit
+			})), at(h("a"), v1alpha1.PhaseStaged, v)),
+			want: map[string]want{"a": {v1alpha1.PhaseDraining, ""}},
+		},
+		{
+			name: "without finishWithinWindow an update may outlast the window",
+			in:   in(one(withSpec(window("0 11 * * *", 75*time.Minute, "UTC"))), at(h("a"), v1alpha1.PhaseStaged, v)),
+			want: map[string]want{"a": {v1alpha1.PhaseDraining, ""}},
+		},
+		{
 			name: "a wave's windows replace the policy's",
 			in: in(one(withSpec(window("0 22 * * *", time.Hour, "UTC"), func(s *v1alpha1.UpdatePolicySpec) {
 				s.Waves = []v1alpha1.Wave{{Name: "day", Nodes: intOrStr("100%"), MaintenanceWindows: []v1alpha1.MaintenanceWindow{

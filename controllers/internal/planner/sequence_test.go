@@ -46,6 +46,7 @@ type simulation struct {
 	checker *invariants.Checker
 	log     *strings.Builder // nil: no golden log
 	steps   int
+	observe func(Plan) // nil: none; sees every plan once applied
 }
 
 // hostWorld is one node's host, agent and pods; a zero time is "nothing under way".
@@ -99,6 +100,9 @@ func (s *simulation) step() (Plan, bool) {
 		}
 	}
 	s.checkHalt(plan)
+	if s.observe != nil {
+		s.observe(plan)
+	}
 	return plan, s.playHosts() || wrote
 }
 

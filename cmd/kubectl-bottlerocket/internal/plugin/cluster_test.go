@@ -296,6 +296,16 @@ func TestHaltedResumeAndRetry(t *testing.T) {
 		g.Expect(p.Annotations).NotTo(HaveKey(v1alpha1.AnnotationResume))
 		g.Expect(p.Status.Phase).NotTo(Equal(v1alpha1.RolloutHalted))
 	}).Should(Succeed())
+	// Moving again, the rollout has an estimate: hr-b alone, from the deadlines (no node has
+	// finished yet): drain 15m + ready 10m + stable 1m.
+	g.Eventually(func(g Gomega) {
+		eta := getPolicy(g, c, "hr").Status.EstimatedCompletionTime
+		g.Expect(eta).NotTo(BeNil())
+		g.Expect(time.Until(eta.Time)).To(BeNumerically("~", 26*time.Minute, time.Minute))
+	}).Should(Succeed())
+	_, stdout, _ = run(ctx, admin, "status", "hr")
+	g.Expect(stdout).To(MatchRegexp(`NEXT WINDOW\s+ETA\n`))
+	g.Expect(stdout).To(MatchRegexp(`always\s+(\w{3} )?\d\d:\d\d UTC \(in 2[5-7]m\)\n`))
 
 	// retry of the Failed node: the controller picks it up and removes the request.
 	code, stdout, stderr = run(ctx, admin, "retry", "hr-a")

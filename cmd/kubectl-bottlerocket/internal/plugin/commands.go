@@ -92,7 +92,7 @@ func (e *env) renderStatus(ctx context.Context, c client.Client, name, output st
 	now := e.Clock.Now()
 	sums := make([]Summary, 0, len(policies.Items))
 	for i := range policies.Items {
-		sums = append(sums, Summarise(&policies.Items[i], nodes.Items, now))
+		sums = append(sums, Summarise(&policies.Items[i], nodes.Items, now, e.Location))
 	}
 	var b bytes.Buffer
 	err := PrintSummaries(&b, sums)

@@ -81,6 +81,11 @@ func TestExplainUnblock(t *testing.T) {
 		policy: policy(berlin),
 		want:   "the window opens 22:00 Europe/Berlin (in 7h)",
 	}, {
+		name:   "a window too short for the update: the controller's measure, and the switch that allows it",
+		node:   node("a", v1alpha1.PhaseStaged, v1alpha1.ReasonWindowTooShort),
+		policy: policy(berlin, func(p *v1alpha1.UpdatePolicy) { p.Spec.FinishWithinWindow = true }),
+		want:   "the controller's words (spec.finishWithinWindow); it starts in a window long enough for it, or set finishWithinWindow to false",
+	}, {
 		name:   "a window that opens next week shows its day and date",
 		node:   node("a", v1alpha1.PhasePending, v1alpha1.ReasonOutsideWindow),
 		policy: policy(func(p *v1alpha1.UpdatePolicy) { berlin(p); p.Spec.MaintenanceWindows[0].Schedule = "0 22 * * 5" }),
@@ -190,6 +195,7 @@ func TestSummarise(t *testing.T) {
 		p.Status.Unavailable = 1
 		p.Status.Waves[0].CompletionTime = mt(now.Add(-time.Hour))
 		p.Spec.MaintenanceWindows = []v1alpha1.MaintenanceWindow{{Schedule: "0 13 * * *", Duration: metav1.Duration{Duration: 2 * time.Hour}}}
+		p.Status.EstimatedCompletionTime = mt(now.Add(26 * time.Hour))
 	})
 	nodes := []v1alpha1.BottlerocketNode{
 		node("n1", v1alpha1.PhasePending, v1alpha1.ReasonBudgetExhausted),
@@ -202,7 +208,7 @@ func TestSummarise(t *testing.T) {
 		node("n8", v1alpha1.PhaseUpdated, v1alpha1.ReasonUpToDate),
 		node("other", v1alpha1.PhasePending, v1alpha1.ReasonPolicyPaused, func(n *v1alpha1.BottlerocketNode) { n.Spec.Policy = "other" }),
 	}
-	s := Summarise(p, nodes, now)
+	s := Summarise(p, nodes, now, time.UTC)
 	if s.Budget != "2" || s.Unavailable != 1 {
 		t.Errorf("budget: got %d/%s, want 1/2 (20%% of 10 rounded up)", s.Unavailable, s.Budget)
 	}
@@ -211,6 +217,9 @@ func TestSummarise(t *testing.T) {
 	}
 	if s.Window != "open until 15:00 UTC" {
 		t.Errorf("window: got %q", s.Window)
+	}
+	if want := at(now.Add(26*time.Hour), now, time.UTC, ""); s.ETA != want || !strings.Contains(s.ETA, "(in 1d2h)") {
+		t.Errorf("ETA: got %q, want %q", s.ETA, want)
 	}
 	var b strings.Builder
 	if err := PrintSummaries(&b, []Summary{s}); err != nil {

@@ -29,6 +29,8 @@ type Summary struct {
 	Wave string
 	// Window says when disruption may start: "always", "open until …", or the next opening.
 	Window string
+	// ETA is status.estimatedCompletionTime for a person, "-" without one.
+	ETA string
 	// Held groups the nodes held back by reason, largest group first.
 	Held []Group
 }
@@ -39,8 +41,9 @@ type Group struct {
 	Nodes  []string
 }
 
-// Summarise derives a policy's summary from it and the BottlerocketNodes, at now.
-func Summarise(p *v1alpha1.UpdatePolicy, nodes []v1alpha1.BottlerocketNode, now time.Time) Summary {
+// Summarise derives a policy's summary from it and the BottlerocketNodes, at now; the ETA is
+// shown in loc.
+func Summarise(p *v1alpha1.UpdatePolicy, nodes []v1alpha1.BottlerocketNode, now time.Time, loc *time.Location) Summary {
 	st := &p.Status
 	s := Summary{
 		Policy: p.Name, Target: dash(st.TargetVersion), Progress: dash(st.Progress), Phase: dash(string(st.Phase)),
@@ -57,6 +60,10 @@ func Summarise(p *v1alpha1.UpdatePolicy, nodes []v1alpha1.BottlerocketNode, now 
 		s.Wave = fmt.Sprintf("%s %d/%d", w.Name, w.Updated, w.Nodes)
 	}
 	s.Window = windowsAt(&p.Spec, wave, now).describe(now)
+	s.ETA = "-"
+	if eta := st.EstimatedCompletionTime; eta != nil {
+		s.ETA = at(eta.Time, now, loc, "")
+	}
 	s.Held = held(p.Name, nodes)
 	return s
 }
@@ -126,9 +133,9 @@ func dash(s string) string {
 func PrintSummaries(out io.Writer, sums []Summary) error {
 	var b bytes.Buffer // writes to a buffer do not fail; out is written once, below
 	w := printers.GetNewTabWriter(&b)
-	_, _ = fmt.Fprintln(w, "POLICY\tTARGET\tPROGRESS\tPHASE\tUNAVAILABLE\tWAVE\tNEXT WINDOW")
+	_, _ = fmt.Fprintln(w, "POLICY\tTARGET\tPROGRESS\tPHASE\tUNAVAILABLE\tWAVE\tNEXT WINDOW\tETA")
 	for _, s := range sums {
-		_, _ = fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d/%s\t%s\t%s\n", s.Policy, s.Target, s.Progress, s.Phase, s.Unavailable, s.Budget, s.Wave, s.Window)
+		_, _ = fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d/%s\t%s\t%s\t%s\n", s.Policy, s.Target, s.Progress, s.Phase, s.Unavailable, s.Budget, s.Wave, s.Window, s.ETA)
 	}
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("writing the table: %w", err)

@@ -44,10 +44,13 @@ var unblockers = map[v1alpha1.Reason]unblocker{
 	v1alpha1.ReasonPolicyPaused: func(f *Facts) string {
 		return "paused: run kubectl bottlerocket resume " + f.policyName()
 	},
-	v1alpha1.ReasonRolloutHalted:        unblockHalted,
-	v1alpha1.ReasonDryRun:               unblockDryRun,
-	v1alpha1.ReasonOutsideWindow:        unblockWindow,
-	v1alpha1.ReasonInvalidSchedule:      unblockWindow,
+	v1alpha1.ReasonRolloutHalted:   unblockHalted,
+	v1alpha1.ReasonDryRun:          unblockDryRun,
+	v1alpha1.ReasonOutsideWindow:   unblockWindow,
+	v1alpha1.ReasonInvalidSchedule: unblockWindow,
+	v1alpha1.ReasonWindowTooShort: func(f *Facts) string {
+		return f.Node.Status.Message + " (spec.finishWithinWindow); it starts in a window long enough for it, or set finishWithinWindow to false"
+	},
 	v1alpha1.ReasonSoaking:              unblockSoak,
 	v1alpha1.ReasonWaitingForWave:       unblockWave,
 	v1alpha1.ReasonBudgetExhausted:      unblockBudget,
