@@ -168,14 +168,18 @@ func (r *RolloutReconciler) catchUp(ctx context.Context, w *world) (wait bool, e
 // plannerInput pairs every supported Bottlerocket Node with its BottlerocketNode and counts
 // the Nodes (of any OS) that could take evicted pods.
 func (r *RolloutReconciler) plannerInput(w *world, active []v1alpha1.UpdatePolicy) planner.Input {
-	byName := make(map[string]*v1alpha1.BottlerocketNode, len(w.brns.Items))
-	for i := range w.brns.Items {
-		byName[w.brns.Items[i].Name] = &w.brns.Items[i]
+	return plannerInput(w.now, w.nodes.Items, w.brns.Items, active, r.ControllerNode)
+}
+
+func plannerInput(now time.Time, nodes []corev1.Node, brns []v1alpha1.BottlerocketNode, active []v1alpha1.UpdatePolicy, controllerNode string) planner.Input {
+	byName := make(map[string]*v1alpha1.BottlerocketNode, len(brns))
+	for i := range brns {
+		byName[brns[i].Name] = &brns[i]
 	}
-	in := planner.Input{Now: w.now, Policies: active, ControllerNode: r.ControllerNode}
-	exists := make(map[string]bool, len(w.nodes.Items))
-	for i := range w.nodes.Items {
-		n := &w.nodes.Items[i]
+	in := planner.Input{Now: now, Policies: active, ControllerNode: controllerNode}
+	exists := make(map[string]bool, len(nodes))
+	for i := range nodes {
+		n := &nodes[i]
 		exists[n.Name] = true
 		if !kubeutil.NodeUnavailable(n) {
 			in.SchedulableNodes++
@@ -184,8 +188,8 @@ func (r *RolloutReconciler) plannerInput(w *world, active []v1alpha1.UpdatePolic
 			in.Nodes = append(in.Nodes, planner.NodeState{Node: n, BRN: byName[n.Name]})
 		}
 	}
-	for i := range w.brns.Items {
-		if brn := &w.brns.Items[i]; !exists[brn.Name] && planner.DeletedMidUpdate(brn) {
+	for i := range brns {
+		if brn := &brns[i]; !exists[brn.Name] && planner.DeletedMidUpdate(brn) {
 			in.Deleted = append(in.Deleted, brn)
 		}
 	}

@@ -26,6 +26,8 @@ type etaInput struct {
 	fit     bool          // finishWithinWindow: a disruption starts only if it ends in the window
 	cooling []time.Time   // slots resting after a node updated before now, until these times
 	waves   []etaWave
+	// started, when set, hears of each waiting node's expected start and return, in order.
+	started func(wave int, start, back time.Time)
 }
 
 // estimateCompletion plays the rest of the rollout forward: the waves in order, each starting
@@ -45,7 +47,7 @@ func estimateCompletion(in etaInput) time.Time {
 		}
 	}
 	start, end := in.now, time.Time{}
-	for _, w := range in.waves {
+	for k, w := range in.waves {
 		waveEnd := w.done
 		waveSlots := &timeHeap{}
 		for _, t := range w.busy {
@@ -63,6 +65,9 @@ func estimateCompletion(in etaInput) time.Time {
 				return time.Time{}
 			}
 			back := t.Add(in.perNode)
+			if in.started != nil {
+				in.started(k, t, back)
+			}
 			heap.Push(slots, back.Add(in.pause))
 			heap.Push(waveSlots, back)
 			waveEnd, start = laterOf(waveEnd, back), t
@@ -159,6 +164,16 @@ func (pp *policyPass) expectedDisruption() time.Duration {
 // estimate gathers what is left of the rollout from this pass's decisions and estimates when
 // it completes, rounded up to the minute (so that the status does not change on every pass).
 func (pp *policyPass) estimate(out []NodeDecision) time.Time {
+	eta := estimateCompletion(pp.etaInput(out, nil))
+	if rounded := eta.Truncate(time.Minute); !rounded.Equal(eta) {
+		eta = rounded.Add(time.Minute)
+	}
+	return eta
+}
+
+// etaInput gathers what is left of the rollout from this pass's decisions; busy, when set,
+// hears of each node disrupted now and when it is expected back.
+func (pp *policyPass) etaInput(out []NodeDecision, busy func(i int, back time.Time)) etaInput {
 	now, pause := pp.in.Now, pp.spec.PauseBetweenNodesOrDefault()
 	in := etaInput{
 		now: now, budget: pp.maxUnavailable, perNode: pp.perNode, pause: pause,
@@ -180,6 +195,9 @@ func (pp *policyPass) estimate(out []NodeDecision) time.Time {
 				back = laterOf(now, st.DrainStartTime.Add(pp.perNode))
 			}
 			w.busy = append(w.busy, back)
+			if busy != nil {
+				busy(i, back)
+			}
 		case d.Phase == v1alpha1.PhasePending || d.Phase == v1alpha1.PhaseStaging || d.Phase == v1alpha1.PhaseStaged:
 			w.waiting++
 		case d.Phase == v1alpha1.PhaseUpdated && pause > 0:
@@ -188,9 +206,5 @@ func (pp *policyPass) estimate(out []NodeDecision) time.Time {
 			}
 		}
 	}
-	eta := estimateCompletion(in)
-	if rounded := eta.Truncate(time.Minute); !rounded.Equal(eta) {
-		eta = rounded.Add(time.Minute)
-	}
-	return eta
+	return in
 }

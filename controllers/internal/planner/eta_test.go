@@ -2,6 +2,7 @@ package planner
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -173,4 +174,49 @@ func TestEstimateAgreesWithTheRollout(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestForecast lays the estimate out node by node: the node disrupted now first, then by
+// wave, a staged node before the others, each start in the window (11:00–14:00); a host not
+// offered the target yet keeps its place and says why it waits.
+func TestForecast(t *testing.T) {
+	const v = "1.21.0"
+	nodes := []NodeState{
+		at(h("a"), v1alpha1.PhaseRebooting, v), h("b"), at(h("c"), v1alpha1.PhaseStaged, v), h("d"),
+		host("e", "a", "1.20.0", "1.20.0"), // offered nothing newer
+	}
+	nodes[0].BRN.Status.DrainStartTime = mtime(t0.Add(-5 * time.Minute))
+	nodes[0].Node.Spec.Unschedulable = true
+	pol := policy("p", maxUnavailable("2"), window("0 11 * * *", 3*time.Hour, "UTC"), func(s *v1alpha1.UpdatePolicySpec) {
+		s.Waves = []v1alpha1.Wave{{Name: "canary", NodeSelector: selector("canary", "true"), SoakTime: dur(time.Hour)}}
+	})
+	nodes[3].Node.Labels["canary"] = "true"
+	f, ok := ComputeForecast(Input{Now: t0, Policies: []v1alpha1.UpdatePolicy{pol}, Nodes: nodes}, "p")
+	if !ok {
+		t.Fatal("no forecast for p")
+	}
+	if f.PerNode != 26*time.Minute {
+		t.Errorf("per node %s, want the deadlines' 26m", f.PerNode)
+	}
+	var got []string
+	for _, n := range f.Nodes {
+		got = append(got, fmt.Sprintf("%s %s %s→%s %s", n.Name, n.Wave, clock(n.Start), clock(n.Back), n.Reason))
+	}
+	want := []string{
+		"a rest -→12:21 WaitingForReboot",     // drained 5 min ago: back in 21 min
+		"d canary 12:00→12:26 Staging",        // the canary wave, alone
+		"c rest 13:26→13:52 WaitingForWave",   // after the canary and its hour of soak; staged, so first
+		"b rest 13:26→13:52 WaitingForWave",   // the second slot
+		"e rest 13:52→14:18 TargetNotOffered", // expected once offered, its reason says why not yet
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("forecast:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func clock(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("15:04")
 }

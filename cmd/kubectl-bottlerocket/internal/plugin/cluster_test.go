@@ -3,6 +3,7 @@ package plugin
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -24,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers"
@@ -464,4 +467,88 @@ func TestOutputFormats(t *testing.T) {
 	g.Expect(code).To(Equal(0), stderr)
 	g.Expect(stdout).To(ContainSubstring("kind: UpdatePolicyList"))
 	g.Expect(stdout).To(ContainSubstring("name: of"))
+}
+
+func TestPlan(t *testing.T) {
+	g := NewWithT(t)
+	g.SetDefaultEventuallyTimeout(30 * time.Second)
+	c, admin := start(t)
+	ctx := context.Background()
+	fleet(t, g, c, "pl", "pl-a", "pl-b", "pl-c")
+	addPolicy(t, g, c, "pl", func(s *v1alpha1.UpdatePolicySpec) { s.Paused = true })
+	g.Eventually(func(g Gomega) {
+		g.Expect(getBRN(g, c, "pl-c").Status.Reason).To(Equal(v1alpha1.ReasonPolicyPaused))
+	}).Should(Succeed())
+
+	// One at a time, 26 minutes a node from the policy's deadlines: b starts when a is back.
+	code, stdout, stderr := run(ctx, admin, "plan", "pl", "-o", "json")
+	g.Expect(code).To(Equal(0), stderr)
+	var v planView
+	g.Expect(json.Unmarshal([]byte(stdout), &v)).To(Succeed())
+	g.Expect(v.PerNode).To(Equal("26m0s"))
+	g.Expect(v.Nodes).To(HaveLen(3))
+	for i, name := range []string{"pl-a", "pl-b", "pl-c"} {
+		n := v.Nodes[i]
+		g.Expect(n.Name).To(Equal(name))
+		g.Expect(n.Reason).To(Equal(string(v1alpha1.ReasonPolicyPaused)))
+		g.Expect(n.Back.Sub(*n.Start)).To(Equal(26 * time.Minute))
+		if i > 0 {
+			g.Expect(*n.Start).To(Equal(*v.Nodes[i-1].Back))
+		}
+	}
+	g.Expect(*v.EstimatedDone).To(Equal(*v.Nodes[2].Back), "paused: the finish if it were resumed now")
+	code, stdout, _ = run(ctx, admin, "plan", "pl")
+	g.Expect(code).To(Equal(0))
+	g.Expect(stdout).To(MatchRegexp(`Budget:\s+1 at a time, about 26m0s a node`))
+	g.Expect(stdout).To(MatchRegexp(`1\s+pl-a\s+rest\s+Pending\s+\S+ UTC\s+\S+ UTC\s+PolicyPaused`))
+
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		path := filepath.Join(dir, name)
+		g.Expect(os.WriteFile(path, []byte(text), 0o600)).To(Succeed())
+		return path
+	}
+	// A policy file not applied yet: its edit of pl (three at a time) is planned, nothing is written.
+	edit := write("edit.yaml", `apiVersion: updates.bottlerocket.aws/v1alpha1
+kind: UpdatePolicy
+metadata: {name: pl}
+spec:
+  nodeSelector: {matchLabels: {`+groupLabel+`: pl}}
+  version: "`+toVersion+`"
+  maxUnavailable: 3
+`)
+	code, stdout, stderr = run(ctx, admin, "plan", "-f", edit, "-o", "yaml")
+	g.Expect(code).To(Equal(0), stderr)
+	g.Expect(yaml.Unmarshal([]byte(stdout), &v)).To(Succeed())
+	g.Expect(v.Nodes).To(HaveLen(3))
+	g.Expect(*v.Nodes[2].Start).To(Equal(*v.Nodes[0].Start), "three at a time: all start together")
+	g.Expect(getPolicy(g, c, "pl").Spec.Paused).To(BeTrue(), "the applied policy is unchanged")
+
+	// A second policy over the same nodes would govern none of them: said, exit 1, not created.
+	other := write("other.yaml", strings.Replace(strings.Replace(string(must(os.ReadFile(edit))), "name: pl}", "name: pl-other}", 1), "maxUnavailable: 3", "maxUnavailable: 1", 1))
+	code, _, stderr = run(ctx, admin, "plan", "-f", other)
+	g.Expect(code).To(Equal(1))
+	g.Expect(stderr).To(ContainSubstring(`updatepolicy "pl-other" would not move: it selects nodes that pl select too`))
+	var none v1alpha1.UpdatePolicy
+	g.Expect(apierrors.IsNotFound(c.Get(ctx, client.ObjectKey{Name: "pl-other"}, &none))).To(BeTrue(), "plan -f created the policy")
+
+	// Invalid files: refused by the API server's validation, or not a policy at all.
+	bad := write("bad.yaml", strings.Replace(string(must(os.ReadFile(edit))), "maxUnavailable: 3", "maxUnavailable: -1", 1))
+	code, _, stderr = run(ctx, admin, "plan", "-f", bad)
+	g.Expect(code).To(Equal(1))
+	g.Expect(stderr).To(ContainSubstring("the API server refuses"))
+	typo := write("typo.yaml", strings.Replace(string(must(os.ReadFile(edit))), "maxUnavailable:", "maxUnavalable:", 1))
+	code, _, stderr = run(ctx, admin, "plan", "-f", typo)
+	g.Expect(code).To(Equal(1))
+	g.Expect(stderr).To(ContainSubstring(`unknown field "maxUnavalable"`))
+	code, _, stderr = run(ctx, admin, "plan", "pl", "-f", edit)
+	g.Expect(code).To(Equal(1))
+	g.Expect(stderr).To(ContainSubstring("plan takes a POLICY or -f FILE"))
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

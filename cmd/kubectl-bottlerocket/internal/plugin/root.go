@@ -56,7 +56,7 @@ func NewCommand(o Options) *cobra.Command {
 		Short:       "See and steer Bottlerocket node updates (UpdatePolicies and BottlerocketNodes)",
 		Long: `See and steer Bottlerocket node updates.
 
-status and why read UpdatePolicies and BottlerocketNodes; pause, resume, retry, exclude and
+status, why and plan read UpdatePolicies and BottlerocketNodes (plan the Nodes too); pause, resume, retry, exclude and
 include each make one patch, the one the operator's docs show, with your kubeconfig's identity.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -69,7 +69,7 @@ include each make one patch, the one the operator's docs show, with your kubecon
 	flags.AddFlags(root.PersistentFlags())
 	e := &env{Options: o, flags: flags}
 	root.AddCommand(e.statusCommand(), e.whyCommand(), e.pauseCommand(), e.resumeCommand(),
-		e.retryCommand(), e.excludeCommand(), e.includeCommand())
+		e.retryCommand(), e.excludeCommand(), e.includeCommand(), e.planCommand())
 	return root
 }
 

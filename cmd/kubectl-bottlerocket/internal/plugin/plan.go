@@ -1,0 +1,292 @@
+package plugin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/cli-runtime/pkg/printers"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/controllers"
+)
+
+func (e *env) planCommand() *cobra.Command {
+	var output, file string
+	cmd := &cobra.Command{
+		Use:   "plan (POLICY | -f FILE)",
+		Short: "Show the order nodes would update in, by wave, when, the estimated finish, and what holds them",
+		Long: `Show the order nodes would update in, by wave, when each is expected to be disrupted and
+back (in which maintenance window), the estimated finish, and what holds each node now.
+
+The plan is computed by the controller's own planner from the cluster as it is now. With -f, the
+policy in the file is planned as if applied (it is checked by the API server with a dry run, and
+nothing is written).`,
+		Example: `  kubectl bottlerocket plan fleet
+  kubectl bottlerocket plan -f policy.yaml
+  kubectl bottlerocket plan fleet -o yaml`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			if (len(args) == 1) == (file != "") {
+				return fmt.Errorf("plan takes a POLICY or -f FILE\nSee '%s --help' for usage", cmd.CommandPath())
+			}
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			var p v1alpha1.UpdatePolicy
+			if file != "" {
+				err = e.readPolicy(cmd.Context(), c, file, &p)
+			} else {
+				err = get(cmd.Context(), c, args[0], &p)
+			}
+			if err != nil {
+				return err
+			}
+			f, err := e.forecast(cmd.Context(), c, &p)
+			if err != nil {
+				return err
+			}
+			text, err := renderPlan(p.Name, f, output, e.Clock.Now(), e.Location)
+			if err != nil {
+				return err
+			}
+			if _, err := io.WriteString(e.Streams.Out, text); err != nil {
+				return fmt.Errorf("writing the plan: %w", err)
+			}
+			if f.Report.Invalid != "" || len(f.Report.ConflictsWith) > 0 {
+				return fmt.Errorf("updatepolicy %q would not move: %s", p.Name, blocked(f.Report))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "Output format: json or yaml (default: a table)")
+	cmd.Flags().StringVarP(&file, "filename", "f", "", "An UpdatePolicy file (YAML or JSON) to plan as if applied; - reads standard input")
+	return cmd
+}
+
+// readPolicy reads an UpdatePolicy from a file (strictly: an unknown field is an error) and
+// has the API server check it with a dry run, which writes nothing.
+func (e *env) readPolicy(ctx context.Context, c client.Client, file string, p *v1alpha1.UpdatePolicy) error {
+	var data []byte
+	var err error
+	if file == "-" {
+		data, err = io.ReadAll(e.Streams.In)
+	} else {
+		data, err = os.ReadFile(file)
+	}
+	if err != nil {
+		return fmt.Errorf("reading the policy: %w", err)
+	}
+	if err := yaml.UnmarshalStrict(data, p); err != nil {
+		return fmt.Errorf("reading %s as an UpdatePolicy: %w", file, err)
+	}
+	if gvk := p.GroupVersionKind(); gvk != v1alpha1.GroupVersion.WithKind("UpdatePolicy") {
+		return fmt.Errorf("%s holds a %s, not an UpdatePolicy (%s)", file, gvk.Kind, v1alpha1.GroupVersion)
+	}
+	if p.Name == "" {
+		return fmt.Errorf("%s: the UpdatePolicy has no metadata.name", file)
+	}
+	p.Status = v1alpha1.UpdatePolicyStatus{}
+	err = c.Create(ctx, p.DeepCopy(), client.DryRunAll)
+	if apierrors.IsAlreadyExists(err) { // planned as an edit of the policy applied
+		var applied v1alpha1.UpdatePolicy
+		if err := get(ctx, c, p.Name, &applied); err != nil {
+			return err
+		}
+		edit := applied.DeepCopy()
+		edit.Spec = p.Spec
+		if err = c.Update(ctx, edit, client.DryRunAll); err == nil {
+			p.Status = applied.Status
+		}
+	}
+	switch {
+	case apierrors.IsInvalid(err):
+		return fmt.Errorf("the API server refuses %s: %w", file, err)
+	case err != nil:
+		return apiError(err, "check (dry run)", p, p.Name)
+	}
+	return nil
+}
+
+// forecast reads the Nodes, BottlerocketNodes and policies, puts p in place of the policy of
+// its name, and forecasts p's rollout.
+func (e *env) forecast(ctx context.Context, c client.Client, p *v1alpha1.UpdatePolicy) (controllers.Forecast, error) {
+	var nodes corev1.NodeList
+	var brns v1alpha1.BottlerocketNodeList
+	var policies v1alpha1.UpdatePolicyList
+	for _, l := range []struct {
+		list client.ObjectList
+		obj  client.Object
+	}{{&nodes, &corev1.Node{}}, {&brns, &v1alpha1.BottlerocketNode{}}, {&policies, &v1alpha1.UpdatePolicy{}}} {
+		if err := c.List(ctx, l.list); err != nil {
+			return controllers.Forecast{}, apiError(err, "list", l.obj, "*")
+		}
+	}
+	all := []v1alpha1.UpdatePolicy{*p}
+	for _, q := range policies.Items {
+		if q.Name != p.Name && q.DeletionTimestamp == nil {
+			all = append(all, q)
+		}
+	}
+	f, _ := controllers.ForecastRollout(e.Clock.Now(), nodes.Items, brns.Items, all, p.Name)
+	return f, nil
+}
+
+// laterOf returns the later of a and b.
+func laterOf(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// blocked says why a policy would not move at all ("" when it would).
+func blocked(r controllers.PolicyReport) string {
+	if len(r.ConflictsWith) > 0 {
+		return "it selects nodes that " + strings.Join(r.ConflictsWith, ", ") + " select too (a node two policies select is governed by neither)"
+	}
+	return r.Invalid
+}
+
+// planView is the plan as -o json|yaml prints it.
+type planView struct {
+	Policy        string         `json:"policy"`
+	Target        string         `json:"target,omitempty"`
+	Phase         string         `json:"phase,omitempty"`
+	MaxUnavail    int            `json:"maxUnavailable"`
+	PerNode       string         `json:"expectedPerNode"`
+	EstimatedDone *time.Time     `json:"estimatedCompletionTime,omitempty"`
+	Blocked       string         `json:"blocked,omitempty"`
+	Nodes         []planNodeView `json:"nodes"`
+	Waves         []planWaveView `json:"waves"`
+}
+
+type planNodeView struct {
+	Name    string     `json:"name"`
+	Wave    string     `json:"wave"`
+	Phase   string     `json:"phase"`
+	Reason  string     `json:"reason,omitempty"`
+	Message string     `json:"message,omitempty"`
+	Start   *time.Time `json:"start,omitempty"`
+	Back    *time.Time `json:"back,omitempty"`
+}
+
+type planWaveView struct {
+	Name  string     `json:"name"`
+	Nodes int        `json:"nodes"`
+	First *time.Time `json:"firstStart,omitempty"`
+	Last  *time.Time `json:"lastBack,omitempty"`
+}
+
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// viewPlan arranges a forecast for printing: its nodes, and per wave the first start and last
+// return. The finish is the status' estimate, or, for a rollout that is not moving by itself
+// (paused, dry-run, halted), when the last node would be back if it were.
+func viewPlan(name string, f controllers.Forecast) planView {
+	r := f.Report
+	v := planView{
+		Policy: name, Target: r.TargetVersion, Phase: string(r.Phase), MaxUnavail: r.MaxUnavailable,
+		PerNode: f.PerNode.Round(time.Second).String(), EstimatedDone: timeOrNil(r.EstimatedCompletion),
+		Blocked: blocked(r), Nodes: []planNodeView{}, Waves: []planWaveView{},
+	}
+	var last time.Time
+	for _, n := range f.Nodes {
+		if n.Back.IsZero() {
+			last = time.Time{}
+			break
+		}
+		last = laterOf(last, n.Back)
+	}
+	if v.EstimatedDone == nil && v.Blocked == "" {
+		v.EstimatedDone = timeOrNil(last)
+	}
+	byWave := map[string]int{}
+	for _, n := range f.Nodes {
+		v.Nodes = append(v.Nodes, planNodeView{Name: n.Name, Wave: n.Wave, Phase: string(n.Phase), Reason: string(n.Reason),
+			Message: n.Message, Start: timeOrNil(n.Start), Back: timeOrNil(n.Back)})
+		k, ok := byWave[n.Wave]
+		if !ok {
+			k = len(v.Waves)
+			byWave[n.Wave] = k
+			v.Waves = append(v.Waves, planWaveView{Name: n.Wave})
+		}
+		w := &v.Waves[k]
+		w.Nodes++
+		if !n.Start.IsZero() && (w.First == nil || n.Start.Before(*w.First)) {
+			w.First = timeOrNil(n.Start)
+		}
+		if !n.Back.IsZero() && (w.Last == nil || n.Back.After(*w.Last)) {
+			w.Last = timeOrNil(n.Back)
+		}
+	}
+	return v
+}
+
+// renderPlan prints the plan as a table, or as JSON or YAML.
+func renderPlan(name string, f controllers.Forecast, output string, now time.Time, loc *time.Location) (string, error) {
+	v := viewPlan(name, f)
+	switch strings.ToLower(output) {
+	case "json":
+		b, err := json.MarshalIndent(v, "", "    ")
+		return string(b) + "\n", err
+	case "yaml":
+		b, err := yaml.Marshal(v)
+		return string(b), err
+	case "":
+	default:
+		return "", errors.New("unreachable: output checked")
+	}
+	var b bytes.Buffer // writes to a buffer do not fail
+	show := func(t *time.Time) string {
+		if t == nil {
+			return "-"
+		}
+		return when(*t, now, loc, "")
+	}
+	eta := "-"
+	if v.EstimatedDone != nil {
+		eta = at(*v.EstimatedDone, now, loc, "")
+	}
+	fmt.Fprintf(&b, "Policy:     %s\nTarget:     %s\nPhase:      %s\nBudget:     %d at a time, about %s a node\nFinishes:   %s\n",
+		v.Policy, dash(v.Target), dash(v.Phase), v.MaxUnavail, v.PerNode, eta)
+	if len(v.Nodes) == 0 {
+		b.WriteString("\nNothing left to update.\n")
+		return b.String(), nil
+	}
+	b.WriteString("\n")
+	w := printers.GetNewTabWriter(&b)
+	_, _ = fmt.Fprintln(w, "WAVE\tNODES\tFIRST START\tLAST BACK")
+	for _, wv := range v.Waves {
+		_, _ = fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", wv.Name, wv.Nodes, show(wv.First), show(wv.Last))
+	}
+	_ = w.Flush()
+	b.WriteString("\n")
+	w = printers.GetNewTabWriter(&b)
+	_, _ = fmt.Fprintln(w, "#\tNODE\tWAVE\tPHASE\tSTART\tBACK\tNOW WAITING FOR")
+	for i, n := range v.Nodes {
+		_, _ = fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", i+1, n.Name, n.Wave, n.Phase, show(n.Start), show(n.Back), dash(n.Reason))
+	}
+	_ = w.Flush()
+	return b.String(), nil
+}
