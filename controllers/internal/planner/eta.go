@@ -191,7 +191,7 @@ func (pp *policyPass) etaInput(out []NodeDecision, busy func(i int, back time.Ti
 		switch {
 		case d.Phase.Unavailable():
 			back := now.Add(pp.perNode)
-			if st := pp.in.Nodes[i].BRN.Status; st.DrainStartTime != nil && d.From.Unavailable() {
+			if st := &pp.in.Nodes[i].BRN.Status; st.DrainStartTime != nil && d.From.Unavailable() {
 				back = laterOf(now, st.DrainStartTime.Add(pp.perNode))
 			}
 			w.busy = append(w.busy, back)
@@ -201,7 +201,7 @@ func (pp *policyPass) etaInput(out []NodeDecision, busy func(i int, back time.Ti
 		case d.Phase == v1alpha1.PhasePending || d.Phase == v1alpha1.PhaseStaging || d.Phase == v1alpha1.PhaseStaged:
 			w.waiting++
 		case d.Phase == v1alpha1.PhaseUpdated && pause > 0:
-			if st := pp.in.Nodes[i].BRN.Status; st.UpdatedTime != nil && now.Before(st.UpdatedTime.Add(pause)) {
+			if st := &pp.in.Nodes[i].BRN.Status; st.UpdatedTime != nil && now.Before(st.UpdatedTime.Add(pause)) {
 				in.cooling = append(in.cooling, st.UpdatedTime.Add(pause))
 			}
 		}
