@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/kubectl/pkg/drain"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -168,16 +169,36 @@ func refuse(res *planner.DrainEvidence, reason v1alpha1.Reason, message string) 
 // drainer is kubectl's drain helper set up with the policy's drain rules; the pods the rules
 // keep from being evicted are recorded in res as left.
 func (r *RolloutReconciler) drainer(ctx context.Context, spec v1alpha1.DrainSpec, res *planner.DrainEvidence) (*drain.Helper, error) {
+	return drainHelper(ctx, r.Kube, spec, res, r.skipOperatorPods)
+}
+
+// PodsToEvict lists the pods a drain of the node under spec would evict now, by the
+// controller's rules; the pods those rules keep on the node are not listed.
+func PodsToEvict(ctx context.Context, kube kubernetes.Interface, node string, spec v1alpha1.DrainSpec) ([]corev1.Pod, error) {
+	var res planner.DrainEvidence
+	h, err := drainHelper(ctx, kube, spec, &res)
+	if err != nil {
+		return nil, err
+	}
+	list, errs := h.GetPodsForDeletion(node)
+	if list == nil {
+		return nil, fmt.Errorf("listing the pods of Node %s: %w", node, errors.Join(errs...))
+	}
+	return list.Pods(), nil
+}
+
+// drainHelper is kubectl's drain helper set up with the policy's drain rules and filters.
+func drainHelper(ctx context.Context, kube kubernetes.Interface, spec v1alpha1.DrainSpec, res *planner.DrainEvidence, filters ...drain.PodFilter) (*drain.Helper, error) {
 	h := &drain.Helper{
 		Ctx:                 ctx,
-		Client:              r.Kube,
+		Client:              kube,
 		Force:               true, // pods without a controller die with the reboot anyway
 		IgnoreAllDaemonSets: true,
 		DeleteEmptyDirData:  true, // refused, if the policy says so, by refuseLocalData: a pod left, not an error
 		GracePeriodSeconds:  -1,
 		Out:                 io.Discard,
 		ErrOut:              io.Discard,
-		AdditionalFilters:   []drain.PodFilter{r.skipOperatorPods},
+		AdditionalFilters:   filters,
 	}
 	if spec.DeleteEmptyDirData != nil && !*spec.DeleteEmptyDirData {
 		h.AdditionalFilters = append(h.AdditionalFilters, refuseLocalData(res))
@@ -270,11 +291,20 @@ func (r *RolloutReconciler) pdbsOf(ctx context.Context, pod *corev1.Pod) []polic
 		log.FromContext(ctx).Error(err, "Listing PodDisruptionBudgets", "namespace", pod.Namespace)
 		return nil
 	}
+	return SelectingPDBs(pod, pdbs.Items)
+}
+
+// SelectingPDBs returns the PodDisruptionBudgets of pdbs that select the pod, as the API
+// server's eviction matches them (same namespace, a non-empty selector matching its labels).
+func SelectingPDBs(pod *corev1.Pod, pdbs []policyv1.PodDisruptionBudget) []policyv1.PodDisruptionBudget {
 	var selecting []policyv1.PodDisruptionBudget
-	for i := range pdbs.Items {
-		sel, err := metav1.LabelSelectorAsSelector(pdbs.Items[i].Spec.Selector)
+	for i := range pdbs {
+		if pdbs[i].Namespace != pod.Namespace {
+			continue
+		}
+		sel, err := metav1.LabelSelectorAsSelector(pdbs[i].Spec.Selector)
 		if err == nil && !sel.Empty() && sel.Matches(labels.Set(pod.Labels)) {
-			selecting = append(selecting, pdbs.Items[i])
+			selecting = append(selecting, pdbs[i])
 		}
 	}
 	return selecting

@@ -14,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -497,10 +498,28 @@ func TestPlan(t *testing.T) {
 		}
 	}
 	g.Expect(*v.EstimatedDone).To(Equal(*v.Nodes[2].Back), "paused: the finish if it were resumed now")
+
+	// A pod on pl-b under a PodDisruptionBudget that allows no disruption now (the status the
+	// disruption controller writes: 2 healthy pods wanted, 1 is): its drain would be refused.
+	web := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: "default", Labels: map[string]string{"app": "pl-web"}},
+		Spec: corev1.PodSpec{NodeName: "pl-b", Containers: []corev1.Container{{Name: "web", Image: "web"}}}}
+	g.Expect(c.Create(ctx, web)).To(Succeed())
+	t.Cleanup(func() { _ = c.Delete(context.Background(), web, client.GracePeriodSeconds(0)) })
+	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "pl-web", Namespace: "default"},
+		Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(2)),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "pl-web"}}}}
+	g.Expect(c.Create(ctx, pdb)).To(Succeed())
+	t.Cleanup(func() { _ = c.Delete(context.Background(), pdb) })
+	pdb.Status = policyv1.PodDisruptionBudgetStatus{ObservedGeneration: pdb.Generation, DesiredHealthy: 2, CurrentHealthy: 1, ExpectedPods: 2}
+	g.Expect(c.Status().Update(ctx, pdb)).To(Succeed())
+
 	code, stdout, _ = run(ctx, admin, "plan", "pl")
 	g.Expect(code).To(Equal(0))
 	g.Expect(stdout).To(MatchRegexp(`Budget:\s+1 at a time, about 26m0s a node`))
 	g.Expect(stdout).To(MatchRegexp(`1\s+pl-a\s+rest\s+Pending\s+\S+ UTC\s+\S+ UTC\s+PolicyPaused`))
+	g.Expect(stdout).To(ContainSubstring("Would refuse a drain now"))
+	g.Expect(stdout).To(ContainSubstring("  pl-b: PDB default/pl-web allows 0 disruptions: it needs 2 healthy pods, 1 are (pod web-1)\n"))
+	g.Expect(stdout).NotTo(ContainSubstring("pl-a: PDB"))
 
 	dir := t.TempDir()
 	write := func(name, text string) string {

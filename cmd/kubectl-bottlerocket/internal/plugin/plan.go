@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/cli-runtime/pkg/printers"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers"
+	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
 )
 
 func (e *env) planCommand() *cobra.Command {
@@ -61,7 +63,11 @@ nothing is written).`,
 			if err != nil {
 				return err
 			}
-			text, err := renderPlan(p.Name, f, output, e.Clock.Now(), e.Location)
+			v := viewPlan(p.Name, f)
+			if err := e.addBlockers(cmd.Context(), c, &p, &v); err != nil {
+				_, _ = fmt.Fprintf(e.Streams.ErrOut, "warning: what would refuse a drain is not shown: %v\n", err)
+			}
+			text, err := renderPlan(v, output, e.Clock.Now(), e.Location)
 			if err != nil {
 				return err
 			}
@@ -184,6 +190,8 @@ type planNodeView struct {
 	Message string     `json:"message,omitempty"`
 	Start   *time.Time `json:"start,omitempty"`
 	Back    *time.Time `json:"back,omitempty"`
+	// WouldRefuseDrain is what would refuse the node's drain now (a node not disrupted yet).
+	WouldRefuseDrain []string `json:"wouldRefuseDrain,omitempty"`
 }
 
 type planWaveView struct {
@@ -244,8 +252,7 @@ func viewPlan(name string, f controllers.Forecast) planView {
 }
 
 // renderPlan prints the plan as a table, or as JSON or YAML.
-func renderPlan(name string, f controllers.Forecast, output string, now time.Time, loc *time.Location) (string, error) {
-	v := viewPlan(name, f)
+func renderPlan(v planView, output string, now time.Time, loc *time.Location) (string, error) {
 	switch strings.ToLower(output) {
 	case "json":
 		b, err := json.MarshalIndent(v, "", "    ")
@@ -284,9 +291,81 @@ func renderPlan(name string, f controllers.Forecast, output string, now time.Tim
 	b.WriteString("\n")
 	w = printers.GetNewTabWriter(&b)
 	_, _ = fmt.Fprintln(w, "#\tNODE\tWAVE\tPHASE\tSTART\tBACK\tNOW WAITING FOR")
+	var refused []string
 	for i, n := range v.Nodes {
 		_, _ = fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", i+1, n.Name, n.Wave, n.Phase, show(n.Start), show(n.Back), dash(n.Reason))
+		for _, r := range n.WouldRefuseDrain {
+			refused = append(refused, "  "+n.Name+": "+r)
+		}
 	}
 	_ = w.Flush()
+	if len(refused) > 0 {
+		b.WriteString("\nWould refuse a drain now (drain.timeout and drain.onTimeout decide then):\n" + strings.Join(refused, "\n") + "\n")
+	}
 	return b.String(), nil
+}
+
+// addBlockers adds to each node not disrupted yet what would refuse its drain now, by the
+// controller's drain rules (kubectl's) and the PodDisruptionBudgets as they stand.
+func (e *env) addBlockers(ctx context.Context, c client.Client, p *v1alpha1.UpdatePolicy, v *planView) error {
+	kube, err := e.kube()
+	if err != nil {
+		return err
+	}
+	var pdbs policyv1.PodDisruptionBudgetList
+	if err := c.List(ctx, &pdbs); err != nil {
+		return fmt.Errorf("listing PodDisruptionBudgets: %w", err)
+	}
+	var nodes corev1.NodeList
+	if err := c.List(ctx, &nodes); err != nil {
+		return apiError(err, "list", &corev1.Node{}, "*")
+	}
+	schedulable := 0
+	for i := range nodes.Items {
+		if !kubeutil.NodeUnavailable(&nodes.Items[i]) {
+			schedulable++
+		}
+	}
+	for i := range v.Nodes {
+		n := &v.Nodes[i]
+		if n.Start == nil { // disrupted now, or not expected to start
+			continue
+		}
+		pods, err := controllers.PodsToEvict(ctx, kube, n.Name, p.Spec.Drain)
+		if err != nil {
+			return err
+		}
+		others := schedulable - 1 // the node itself is schedulable until it is cordoned
+		n.WouldRefuseDrain = drainBlockers(pods, pdbs.Items, others)
+	}
+	return nil
+}
+
+// drainBlockers says what would refuse a drain of a node now: a pod two budgets select (the
+// API server refuses to evict it), a budget allowing no disruption of a pod it selects, and no
+// other schedulable Node to take the pods.
+func drainBlockers(pods []corev1.Pod, pdbs []policyv1.PodDisruptionBudget, otherSchedulable int) []string {
+	var out []string
+	seen := map[string]bool{}
+	for i := range pods {
+		pod := &pods[i]
+		selecting := controllers.SelectingPDBs(pod, pdbs)
+		switch {
+		case len(selecting) > 1:
+			out = append(out, fmt.Sprintf("pod %s/%s is selected by %d PodDisruptionBudgets: the API server refuses to evict it", pod.Namespace, pod.Name, len(selecting)))
+		case len(selecting) == 1 && selecting[0].Status.DisruptionsAllowed <= 0:
+			b := &selecting[0]
+			key := b.Namespace + "/" + b.Name
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			out = append(out, fmt.Sprintf("PDB %s allows 0 disruptions: it needs %d healthy pods, %d are (pod %s)",
+				key, b.Status.DesiredHealthy, b.Status.CurrentHealthy, pod.Name))
+		}
+	}
+	if len(pods) > 0 && otherSchedulable <= 0 {
+		out = append(out, fmt.Sprintf("no other schedulable Node to take its %d pods", len(pods)))
+	}
+	return out
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -308,6 +309,46 @@ func TestPlans(t *testing.T) {
 			}
 			if (tt.patch == "") != strings.Contains(tt.plan.Message, "(no change)") {
 				t.Errorf("message %q must say (no change) exactly when nothing is written", tt.plan.Message)
+			}
+		})
+	}
+}
+
+func TestDrainBlockers(t *testing.T) {
+	pod := func(name string, labels map[string]string) corev1.Pod {
+		return corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", Labels: labels}}
+	}
+	pdb := func(name, app string, allowed, desired, healthy int32) policyv1.PodDisruptionBudget {
+		return policyv1.PodDisruptionBudget{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop"},
+			Spec:       policyv1.PodDisruptionBudgetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}},
+			Status:     policyv1.PodDisruptionBudgetStatus{DisruptionsAllowed: allowed, DesiredHealthy: desired, CurrentHealthy: healthy},
+		}
+	}
+	web, db := map[string]string{"app": "web"}, map[string]string{"app": "db"}
+	tests := []struct {
+		name   string
+		pods   []corev1.Pod
+		pdbs   []policyv1.PodDisruptionBudget
+		others int
+		want   []string
+	}{
+		{"a budget with room refuses nothing", []corev1.Pod{pod("web-1", web)}, []policyv1.PodDisruptionBudget{pdb("web", "web", 1, 2, 3)}, 3, nil},
+		{"a budget allowing none is named once, with its counts", []corev1.Pod{pod("web-1", web), pod("web-2", web)},
+			[]policyv1.PodDisruptionBudget{pdb("web", "web", 0, 3, 2)}, 3,
+			[]string{"PDB shop/web allows 0 disruptions: it needs 3 healthy pods, 2 are (pod web-1)"}},
+		{"a pod two budgets select cannot be evicted", []corev1.Pod{pod("db-1", db)},
+			[]policyv1.PodDisruptionBudget{pdb("db", "db", 1, 1, 2), pdb("db-too", "db", 1, 1, 2)}, 3,
+			[]string{"pod shop/db-1 is selected by 2 PodDisruptionBudgets: the API server refuses to evict it"}},
+		{"a budget in another namespace does not count", []corev1.Pod{pod("web-1", web)},
+			[]policyv1.PodDisruptionBudget{func() policyv1.PodDisruptionBudget { b := pdb("web", "web", 0, 1, 0); b.Namespace = "other"; return b }()}, 3, nil},
+		{"pods and no other schedulable Node", []corev1.Pod{pod("web-1", web)}, nil, 0, []string{"no other schedulable Node to take its 1 pods"}},
+		{"no pods: nothing to refuse", nil, nil, 0, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := drainBlockers(tt.pods, tt.pdbs, tt.others); strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("got %q, want %q", got, tt.want)
 			}
 		})
 	}
