@@ -30,9 +30,11 @@ func (e *env) planCommand() *cobra.Command {
 		Use:   "plan (POLICY | -f FILE)",
 		Short: "Show the order nodes would update in, by wave, when, the estimated finish, and what holds them",
 		Long: `Show the order nodes would update in, by wave, when each is expected to be disrupted and
-back (in which maintenance window), the estimated finish, and what holds each node now.
+back (in which maintenance window), the estimated finish, what holds each node now, and what
+would refuse its drain now (PodDisruptionBudgets allowing no disruption, no other Node).
 
-The plan is computed by the controller's own planner from the cluster as it is now. With -f, the
+The plan is computed by the controller's own planner and drain rules from the cluster as it is
+now. With -f, the
 policy in the file is planned as if applied (it is checked by the API server with a dry run, and
 nothing is written).`,
 		Example: `  kubectl bottlerocket plan fleet
@@ -59,12 +61,12 @@ nothing is written).`,
 			if err != nil {
 				return err
 			}
-			f, err := e.forecast(cmd.Context(), c, &p)
+			f, nodes, err := e.forecast(cmd.Context(), c, &p)
 			if err != nil {
 				return err
 			}
 			v := viewPlan(p.Name, f)
-			if err := e.addBlockers(cmd.Context(), c, &p, &v); err != nil {
+			if err := e.addBlockers(cmd.Context(), c, &p, nodes, &v); err != nil {
 				_, _ = fmt.Fprintf(e.Streams.ErrOut, "warning: what would refuse a drain is not shown: %v\n", err)
 			}
 			text, err := renderPlan(v, output, e.Clock.Now(), e.Location)
@@ -130,8 +132,8 @@ func (e *env) readPolicy(ctx context.Context, c client.Client, file string, p *v
 }
 
 // forecast reads the Nodes, BottlerocketNodes and policies, puts p in place of the policy of
-// its name, and forecasts p's rollout.
-func (e *env) forecast(ctx context.Context, c client.Client, p *v1alpha1.UpdatePolicy) (controllers.Forecast, error) {
+// its name, and forecasts p's rollout; it returns the Nodes too.
+func (e *env) forecast(ctx context.Context, c client.Client, p *v1alpha1.UpdatePolicy) (controllers.Forecast, []corev1.Node, error) {
 	var nodes corev1.NodeList
 	var brns v1alpha1.BottlerocketNodeList
 	var policies v1alpha1.UpdatePolicyList
@@ -140,7 +142,7 @@ func (e *env) forecast(ctx context.Context, c client.Client, p *v1alpha1.UpdateP
 		obj  client.Object
 	}{{&nodes, &corev1.Node{}}, {&brns, &v1alpha1.BottlerocketNode{}}, {&policies, &v1alpha1.UpdatePolicy{}}} {
 		if err := c.List(ctx, l.list); err != nil {
-			return controllers.Forecast{}, apiError(err, "list", l.obj, "*")
+			return controllers.Forecast{}, nil, apiError(err, "list", l.obj, "*")
 		}
 	}
 	all := []v1alpha1.UpdatePolicy{*p}
@@ -150,7 +152,7 @@ func (e *env) forecast(ctx context.Context, c client.Client, p *v1alpha1.UpdateP
 		}
 	}
 	f, _ := controllers.ForecastRollout(e.Clock.Now(), nodes.Items, brns.Items, all, p.Name)
-	return f, nil
+	return f, nodes.Items, nil
 }
 
 // laterOf returns the later of a and b.
@@ -307,7 +309,7 @@ func renderPlan(v planView, output string, now time.Time, loc *time.Location) (s
 
 // addBlockers adds to each node not disrupted yet what would refuse its drain now, by the
 // controller's drain rules (kubectl's) and the PodDisruptionBudgets as they stand.
-func (e *env) addBlockers(ctx context.Context, c client.Client, p *v1alpha1.UpdatePolicy, v *planView) error {
+func (e *env) addBlockers(ctx context.Context, c client.Client, p *v1alpha1.UpdatePolicy, nodes []corev1.Node, v *planView) error {
 	kube, err := e.kube()
 	if err != nil {
 		return err
@@ -316,13 +318,9 @@ func (e *env) addBlockers(ctx context.Context, c client.Client, p *v1alpha1.Upda
 	if err := c.List(ctx, &pdbs); err != nil {
 		return fmt.Errorf("listing PodDisruptionBudgets: %w", err)
 	}
-	var nodes corev1.NodeList
-	if err := c.List(ctx, &nodes); err != nil {
-		return apiError(err, "list", &corev1.Node{}, "*")
-	}
 	schedulable := 0
-	for i := range nodes.Items {
-		if !kubeutil.NodeUnavailable(&nodes.Items[i]) {
+	for i := range nodes {
+		if !kubeutil.NodeUnavailable(&nodes[i]) {
 			schedulable++
 		}
 	}
