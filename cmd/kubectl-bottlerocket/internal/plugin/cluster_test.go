@@ -243,7 +243,9 @@ func TestPauseResumeAndWatch(t *testing.T) {
 	g.Eventually(out.String).Should(MatchRegexp(`(?s)Paused.*pr\s+1\.26\.0\s+0/2\s+Progressing`))
 
 	stopWatch()
-	g.Eventually(watched).Should(Receive(Equal(0)))
+	g.Eventually(watched).Should(Receive(Equal(0)), func() string {
+		return "a stopped watch ends without an error; it printed:\n" + out.String()
+	})
 }
 
 // waitingNode returns whichever of the nodes is Pending.

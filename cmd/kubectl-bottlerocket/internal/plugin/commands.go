@@ -105,6 +105,9 @@ func (e *env) watchStatus(ctx context.Context, c client.WithWatch, name, output 
 	last := ""
 	for {
 		text, rv, err := e.renderStatus(ctx, c, name, output)
+		if ctx.Err() != nil { // stopped (Ctrl-C) while reading: not an error
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -115,7 +118,10 @@ func (e *env) watchStatus(ctx context.Context, c client.WithWatch, name, output 
 			last = text
 		}
 		ended, err := e.watchOnce(ctx, c, name, rv)
-		if err != nil || ended {
+		if ended || ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
 			return err
 		}
 	}
