@@ -12,9 +12,6 @@ import (
 // Forecast is the rest of one policy's rollout as the controller expects it to go.
 type Forecast = planner.Forecast
 
-// ForecastNode is one node's expected course in a Forecast.
-type ForecastNode = planner.ForecastNode
-
 // PolicyReport is the planner's report of a policy in a Forecast.
 type PolicyReport = planner.PolicyReport
 

@@ -171,6 +171,8 @@ func (r *RolloutReconciler) plannerInput(w *world, active []v1alpha1.UpdatePolic
 	return plannerInput(w.now, w.nodes.Items, w.brns.Items, active, r.ControllerNode)
 }
 
+// plannerInput is the planner's input from the cluster's objects; the controller and
+// ForecastRollout build it alike.
 func plannerInput(now time.Time, nodes []corev1.Node, brns []v1alpha1.BottlerocketNode, active []v1alpha1.UpdatePolicy, controllerNode string) planner.Input {
 	byName := make(map[string]*v1alpha1.BottlerocketNode, len(brns))
 	for i := range brns {
