@@ -11,6 +11,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -39,8 +40,10 @@ import (
 	"github.com/bottlerocket-ops/update-operator/test/framework/audit"
 	"github.com/bottlerocket-ops/update-operator/test/framework/deploy"
 	"github.com/bottlerocket-ops/update-operator/test/framework/hostsim"
+	"github.com/bottlerocket-ops/update-operator/test/framework/invariants"
 	"github.com/bottlerocket-ops/update-operator/test/framework/stack"
 	"github.com/bottlerocket-ops/update-operator/test/framework/testenv"
+	"github.com/bottlerocket-ops/update-operator/test/framework/timeline"
 )
 
 const (
@@ -115,16 +118,24 @@ func run(ctx context.Context, n int, keep, light bool, stateDir string) error {
 	begin := time.Now()
 	s.Fleet.SetAvailable(toVersion, fromVersion)
 	stats := &stats{}
+	rec := timeline.NewRecorder(policy.Name, time.UTC)
 	tty := isTTY()
 	err = waitFor(ctx, c, func(w world) bool {
 		stats.observe(w)
+		rec.Observe(w.snapshot())
 		show(w, stats, time.Since(begin), tty)
 		return w.done(toVersion)
 	})
 	if err != nil {
 		return err
 	}
+	rec.Finish(time.Now())
+	picture := filepath.Join(stateDir, "timeline.svg")
+	if err := drawTimeline(rec, picture, stats); err != nil {
+		return err
+	}
 	summary(ctx, c, stats, time.Since(begin), n, s.AuditLogPath)
+	fmt.Printf("  timeline:                  %s\n", picture)
 	if keep {
 		fmt.Printf("\nThe cluster keeps running; look around with\n  export KUBECONFIG=%s\n  kubectl get upol,brn -o wide; kubectl get events -A; kubectl get pods -A -o wide\nand press Ctrl-C to stop it.\n", s.Kubeconfig)
 		<-ctx.Done()
@@ -225,11 +236,12 @@ func (w world) reported() int {
 	return count
 }
 
-// unavailable counts nodes cordoned or not Ready, whoever caused it, as the budget does.
+// unavailable counts nodes cordoned, not Ready or being disrupted, whoever caused it, as the
+// budget does.
 func (w world) unavailable() int {
 	count := 0
-	for _, n := range w.nodes {
-		if kubeutil.NodeUnavailable(n) {
+	for _, n := range w.snapshot().Nodes {
+		if kubeutil.NodeUnavailable(n.Node) || (n.BRN != nil && n.BRN.Status.Phase.Unavailable()) {
 			count++
 		}
 	}
@@ -246,6 +258,40 @@ func (w world) done(target string) bool {
 		}
 	}
 	return len(w.brns) > 0
+}
+
+// snapshot is the world as the timeline reads it: every Node, with its BottlerocketNode if any.
+func (w world) snapshot() invariants.Snapshot {
+	s := invariants.Snapshot{Now: time.Now(), Policies: []v1alpha1.UpdatePolicy{w.policy}}
+	brns := make(map[string]*v1alpha1.BottlerocketNode, len(w.brns))
+	for i := range w.brns {
+		brns[w.brns[i].Name] = &w.brns[i]
+	}
+	for _, n := range w.nodes {
+		s.Nodes = append(s.Nodes, invariants.Node{Node: n, BRN: brns[n.Name]})
+	}
+	return s
+}
+
+// drawTimeline writes the rollout's picture to path and reads it back: it must show what the
+// demo counted, the updated nodes at the end and the most nodes unavailable at once.
+func drawTimeline(rec *timeline.Recorder, path string, s *stats) error {
+	if err := rec.WriteFile(path); err != nil {
+		return err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading the timeline back: %w", err)
+	}
+	fig, err := timeline.Read(bytes.NewReader(data))
+	if err != nil {
+		return fmt.Errorf("the timeline %s: %w", path, err)
+	}
+	if fig.Final[v1alpha1.PhaseUpdated] != s.updated || fig.PeakUnavailable != s.maxUnavailable {
+		return fmt.Errorf("the timeline %s shows %d nodes updated and at most %d unavailable; the demo counted %d and %d",
+			path, fig.Final[v1alpha1.PhaseUpdated], fig.PeakUnavailable, s.updated, s.maxUnavailable)
+	}
+	return nil
 }
 
 func look(ctx context.Context, c client.Client) (world, error) {
@@ -292,15 +338,19 @@ type stats struct {
 	maxUnavailable int
 	budget         int32
 	failed         int
+	updated        int // nodes in phase Updated
 }
 
 func (s *stats) observe(w world) {
 	s.maxUnavailable = max(s.maxUnavailable, w.unavailable())
 	s.budget = w.policy.Status.MaxUnavailable
-	s.failed = 0
+	s.failed, s.updated = 0, 0
 	for _, b := range w.brns {
-		if b.Status.Phase == v1alpha1.PhaseFailed {
+		switch b.Status.Phase {
+		case v1alpha1.PhaseFailed:
 			s.failed++
+		case v1alpha1.PhaseUpdated:
+			s.updated++
 		}
 	}
 }

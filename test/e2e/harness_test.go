@@ -15,6 +15,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,6 +46,7 @@ import (
 	"github.com/bottlerocket-ops/update-operator/test/framework/invariants"
 	"github.com/bottlerocket-ops/update-operator/test/framework/localcluster"
 	"github.com/bottlerocket-ops/update-operator/test/framework/stack"
+	"github.com/bottlerocket-ops/update-operator/test/framework/timeline"
 )
 
 const (
@@ -414,13 +416,16 @@ type watcher struct {
 	// forced is set where the policy reboots although pods remain (drain.onTimeout: Force):
 	// the PodDisruptionBudgets may then be broken by design.
 	forced bool
+	// timeline records every snapshot judged, for the rollout of the policy "fleet".
+	timeline *timeline.Recorder
 }
 
 // startWatcher starts the watcher on the stack's cluster until ctx ends; the violations it
 // saw are reported when the test ends.
 func startWatcher(ctx context.Context, t *testing.T, s *stack.Stack) (*watcher, error) {
 	t.Helper()
-	w := &watcher{checker: invariants.NewChecker(), healthy: map[string]bool{}, passed: map[string]int64{}}
+	w := &watcher{checker: invariants.NewChecker(), healthy: map[string]bool{}, passed: map[string]int64{},
+		timeline: timeline.NewRecorder("fleet", time.UTC)}
 	if err := w.follow(ctx, s); err != nil {
 		return nil, err
 	}
@@ -433,6 +438,9 @@ func startWatcher(ctx context.Context, t *testing.T, s *stack.Stack) (*watcher, 
 		}
 		if w.scene != "" {
 			t.Log("the fleet at the first broken budget:\n" + w.scene)
+		}
+		if t.Failed() {
+			w.writeTimeline(t)
 		}
 	})
 	return w, nil
@@ -521,6 +529,7 @@ func (w *watcher) observe(ctx context.Context, gen int, obj any) {
 		w.violations = append(w.violations, v.String())
 	}
 	w.checkInstant(snap)
+	w.timeline.Observe(snap)
 	w.settle(false)
 	if !w.forced {
 		w.checkWorkloads(ctx)
@@ -555,6 +564,58 @@ func (w *watcher) checkWorkloads(ctx context.Context) {
 			w.violations = append(w.violations, fmt.Sprintf("PodDisruptionBudget %s/%s: %d pods Ready, %d desired",
 				pdb.Namespace, pdb.Name, ready, pdb.Status.DesiredHealthy))
 		}
+	}
+}
+
+// writeTimeline writes the picture of a failed scenario's rollout into $E2E_TIMELINES (or
+// the system's temporary directory) and says where.
+func (w *watcher) writeTimeline(t *testing.T) {
+	dir := os.Getenv("E2E_TIMELINES")
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	path := filepath.Join(dir, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())+"-timeline.svg")
+	w.timeline.Finish(time.Now())
+	if err := w.timeline.WriteFile(path); err != nil {
+		t.Logf("no timeline: %v", err)
+		return
+	}
+	t.Logf("the rollout's timeline: %s", path)
+}
+
+// checkTimeline draws the rollout so far and reads the picture back: it must show the nodes
+// updated to target, the peak unavailable the watcher judged, and the waves started and soaked.
+func (c *cluster) checkTimeline(target string, waves, soaked []string) {
+	c.t.Helper()
+	w, err := c.look(context.Background())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	updated := 0
+	for _, b := range w.brns {
+		if b.Status.Phase == v1alpha1.PhaseUpdated && b.Status.Agent != nil && b.Status.Agent.CurrentVersion == target {
+			updated++
+		}
+	}
+	c.w.mu.Lock()
+	c.w.timeline.Finish(time.Now())
+	var buf bytes.Buffer
+	err = c.w.timeline.Render(&buf)
+	peak := c.w.peak
+	c.w.mu.Unlock()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	fig, err := timeline.Read(&buf)
+	if err != nil {
+		c.t.Fatalf("the timeline is not a well-formed picture: %v", err)
+	}
+	if fig.Final[v1alpha1.PhaseUpdated] != updated || fig.PeakUnavailable != peak {
+		c.t.Errorf("the timeline shows %d nodes updated and a peak of %d unavailable; the cluster has %d updated, the watcher judged a peak of %d",
+			fig.Final[v1alpha1.PhaseUpdated], fig.PeakUnavailable, updated, peak)
+	}
+	if !slices.Equal(fig.WaveStarts, waves) || !slices.Equal(fig.Soaks, soaked) {
+		c.t.Errorf("the timeline marks waves %q starting and %q soaking; want %q and %q", fig.WaveStarts, fig.Soaks, waves, soaked)
 	}
 }
 

@@ -102,6 +102,7 @@ func TestScale(t *testing.T) {
 		},
 	}))
 	c.waitUpdated("100 nodes converge", 10*time.Minute)
+	c.checkTimeline(to, []string{"canary", "early", "rest"}, []string{"canary", "early"})
 	// Three slots (one per zone): canary alone, then 30 and 69 nodes three at a time.
 	ideal := perNode(time.Second)*time.Duration(1+10+23) + 3*time.Second + host.PrepareDuration
 	report(t, "scale", time.Since(start), ideal, c.w.peakUnavailable(), 3)
