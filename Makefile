@@ -19,6 +19,10 @@ HELM = $(TOOLS_CACHE)/helm-$(HELM_VERSION)
 # the alert rules' and dashboard's tests find it through PROMTOOL.
 PROMTOOL_VERSION = $(shell sed -n 's#^\(require\)\{0,1\}[[:space:]]*github.com/prometheus/prometheus \(v[^[:space:]]*\).*#\2#p' hack/promtool/go.mod)
 PROMTOOL = $(TOOLS_CACHE)/promtool-$(PROMTOOL_VERSION)
+# krew, kubectl's plugin manager, is pinned in hack/krew/go.mod; the plugin's release test
+# installs the plugin with it (found through KREW).
+KREW_VERSION = $(shell sed -n 's#^\(require\)\{0,1\}[[:space:]]*sigs.k8s.io/krew \(v[^[:space:]]*\).*#\2#p' hack/krew/go.mod)
+KREW = $(TOOLS_CACHE)/krew-$(KREW_VERSION)
 KUBECTL ?= kubectl
 GO_TEST_FLAGS ?= -race
 BINARY := bottlerocket-update-operator
@@ -84,14 +88,18 @@ vet: ## Run go vet.
 
 .PHONY: lint
 lint: ## Run golangci-lint (.golangci.yml) on the module; builds the pinned version once.
+	@lint="$$($(MAKE) --no-print-directory -s golangci-lint)" && "$$lint" run ./...
+
+.PHONY: golangci-lint
+golangci-lint: ## Build (once) the pinned golangci-lint into the tools cache and print its path.
 	@lint="$(GOLANGCI_LINT)"; \
 	if [ ! -x "$$lint" ]; then \
-	  echo "==> building golangci-lint $(GOLANGCI_LINT_VERSION) into $$lint (first time only)"; \
+	  echo "==> building golangci-lint $(GOLANGCI_LINT_VERSION) into $$lint (first time only)" >&2; \
 	  mkdir -p "$$(dirname "$$lint")" && \
 	  go -C hack/lint build -trimpath -o "$$lint.tmp$$$$" github.com/golangci/golangci-lint/v2/cmd/golangci-lint && \
 	  mv "$$lint.tmp$$$$" "$$lint" || exit 1; \
 	fi; \
-	"$$lint" run ./...
+	echo "$$lint"
 
 .PHONY: helm
 helm: ## Build (once) the pinned helm into the tools cache and print its path.
@@ -122,6 +130,18 @@ promtool: ## Build (once) the pinned promtool into the tools cache and print its
 	fi; \
 	echo "$$promtool"
 
+.PHONY: krew
+krew: ## Build (once) the pinned krew into the tools cache and print its path.
+	@krew="$(KREW)"; \
+	if [ ! -x "$$krew" ]; then \
+	  echo "==> building krew $(KREW_VERSION) into $$krew (first time only)" >&2; \
+	  mkdir -p "$$(dirname "$$krew")" && \
+	  CGO_ENABLED=0 go -C hack/krew build -trimpath -o "$$krew.tmp$$$$" \
+	    -ldflags="-s -w -X sigs.k8s.io/krew/internal/version.gitTag=$(KREW_VERSION)" sigs.k8s.io/krew/cmd/krew && \
+	  mv "$$krew.tmp$$$$" "$$krew" || exit 1; \
+	fi; \
+	echo "$$krew"
+
 .PHONY: verify
 verify: manifests generate build-installer ## Regenerate everything and fail if anything generated, formatted or linted is stale.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed on:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
@@ -136,7 +156,7 @@ controlplane: ## Build (once) and print the cached etcd + kube-apiserver directo
 
 .PHONY: test
 test: manifests generate fmt vet ## Run all tests against a real API server (envtest); builds helm and promtool once for the chart's and alert rules' tests.
-	HELM="$$($(MAKE) --no-print-directory -s helm)" PROMTOOL="$$($(MAKE) --no-print-directory -s promtool)" KUBEBUILDER_ASSETS="$$($(KUBEBUILDER_ASSETS_CMD))" go test $(GO_TEST_FLAGS) ./... -timeout 30m
+	HELM="$$($(MAKE) --no-print-directory -s helm)" PROMTOOL="$$($(MAKE) --no-print-directory -s promtool)" KREW="$$($(MAKE) --no-print-directory -s krew)" KUBEBUILDER_ASSETS="$$($(KUBEBUILDER_ASSETS_CMD))" go test $(GO_TEST_FLAGS) ./... -timeout 30m
 
 .PHONY: test-e2e
 test-e2e: ## Rollout scenarios on a local cluster with a simulated fleet, watched by an independent invariant checker.
@@ -156,6 +176,11 @@ build: ## Build the static operator binary into bin/ (VERSION and COMMIT stamped
 .PHONY: plugin
 plugin: ## Build the kubectl plugin into bin/kubectl-bottlerocket (copy it onto PATH: kubectl bottlerocket ...).
 	CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o $(LOCALBIN)/kubectl-bottlerocket ./cmd/kubectl-bottlerocket
+
+.PHONY: plugin-release
+plugin-release: ## Build the plugin's release into bin/plugin-release: an archive per platform and the krew manifest (VERSION must be vX.Y.Z).
+	go run ./hack/pluginrelease -version $(VERSION) -commit $(COMMIT) -epoch $$(git log -1 --format=%ct 2>/dev/null || echo 0) \
+	  -out $(LOCALBIN)/plugin-release
 
 .PHONY: image
 image: ## Build the OCI image (linux/amd64 + linux/arm64) without Docker into bin/image/ (VERSION, COMMIT stamped).

@@ -14,6 +14,8 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/utils/clock"
+
+	"github.com/bottlerocket-ops/update-operator/internal/buildinfo"
 )
 
 // FieldManager names the plugin's writes in managedFields.
@@ -60,7 +62,9 @@ status, why and plan read UpdatePolicies and BottlerocketNodes (plan the Nodes t
 include each make one patch, the one the operator's docs show, with your kubeconfig's identity.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       fmt.Sprintf("%s (commit %s)", buildinfo.Version, buildinfo.Commit),
 	}
+	root.SetVersionTemplate("kubectl bottlerocket {{.Version}}\n")
 	root.SetOut(o.Streams.Out)
 	root.SetErr(o.Streams.ErrOut)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
