@@ -167,28 +167,45 @@ func refuse(res *planner.DrainEvidence, reason v1alpha1.Reason, message string) 
 }
 
 // drainer is kubectl's drain helper set up with the policy's drain rules; the pods the rules
-// keep from being evicted are recorded in res as left.
+// refuse to evict are recorded in res as left, named, with why.
 func (r *RolloutReconciler) drainer(ctx context.Context, spec v1alpha1.DrainSpec, res *planner.DrainEvidence) (*drain.Helper, error) {
-	return drainHelper(ctx, r.Kube, spec, res, r.skipOperatorPods)
+	left := func(pod *corev1.Pod, why string) {
+		res.Remaining++
+		refuse(res, v1alpha1.ReasonDrainRefused, fmt.Sprintf("pod %s/%s is not evicted: it %s", pod.Namespace, pod.Name, why))
+	}
+	return drainHelper(ctx, r.Kube, spec, left, r.skipOperatorPods)
 }
 
-// PodsToEvict lists the pods a drain of the node under spec would evict now, by the
-// controller's rules; the pods those rules keep on the node are not listed.
-func PodsToEvict(ctx context.Context, kube kubernetes.Interface, node string, spec v1alpha1.DrainSpec) ([]corev1.Pod, error) {
-	var res planner.DrainEvidence
-	h, err := drainHelper(ctx, kube, spec, &res)
+// RefusedPod is a pod a drain refuses to evict and leaves on the node, and why: the drain
+// does not finish while it is there, and drain.onTimeout applies at drain.timeout.
+type RefusedPod struct {
+	Pod corev1.Pod
+	// Why completes "pod NAMESPACE/NAME ...": "has emptyDir data and drain.deleteEmptyDirData is false".
+	Why string
+}
+
+// PodsToEvict lists the pods a drain of the node under spec would evict now, and those it
+// would refuse to evict, with why, by the controller's own rules (the same helper and filters
+// its eviction passes use). The operator's own pods, which the controller leaves alone, are
+// not told apart.
+func PodsToEvict(ctx context.Context, kube kubernetes.Interface, node string, spec v1alpha1.DrainSpec) ([]corev1.Pod, []RefusedPod, error) {
+	var refused []RefusedPod
+	h, err := drainHelper(ctx, kube, spec, func(pod *corev1.Pod, why string) {
+		refused = append(refused, RefusedPod{Pod: *pod, Why: why})
+	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	list, errs := h.GetPodsForDeletion(node)
 	if list == nil {
-		return nil, fmt.Errorf("listing the pods of Node %s: %w", node, errors.Join(errs...))
+		return nil, nil, fmt.Errorf("listing the pods of Node %s: %w", node, errors.Join(errs...))
 	}
-	return list.Pods(), nil
+	return list.Pods(), refused, nil
 }
 
-// drainHelper is kubectl's drain helper set up with the policy's drain rules and filters.
-func drainHelper(ctx context.Context, kube kubernetes.Interface, spec v1alpha1.DrainSpec, res *planner.DrainEvidence, filters ...drain.PodFilter) (*drain.Helper, error) {
+// drainHelper is kubectl's drain helper set up with the policy's drain rules and filters;
+// left is told of each pod the rules refuse to evict, and why.
+func drainHelper(ctx context.Context, kube kubernetes.Interface, spec v1alpha1.DrainSpec, left func(pod *corev1.Pod, why string), filters ...drain.PodFilter) (*drain.Helper, error) {
 	h := &drain.Helper{
 		Ctx:                 ctx,
 		Client:              kube,
@@ -201,7 +218,7 @@ func drainHelper(ctx context.Context, kube kubernetes.Interface, spec v1alpha1.D
 		AdditionalFilters:   filters,
 	}
 	if spec.DeleteEmptyDirData != nil && !*spec.DeleteEmptyDirData {
-		h.AdditionalFilters = append(h.AdditionalFilters, refuseLocalData(res))
+		h.AdditionalFilters = append(h.AdditionalFilters, refuseLocalData(left))
 	}
 	if spec.GracePeriodSeconds != nil {
 		h.GracePeriodSeconds = int(*spec.GracePeriodSeconds)
@@ -217,17 +234,15 @@ func drainHelper(ctx context.Context, kube kubernetes.Interface, spec v1alpha1.D
 }
 
 // refuseLocalData keeps a running pod with emptyDir volumes from being evicted (its data would
-// be lost) under drain.deleteEmptyDirData: false, and records it in res as left, named, with
-// why. A finished pod or one being deleted goes all the same, as kubectl drain has it.
-func refuseLocalData(res *planner.DrainEvidence) drain.PodFilter {
+// be lost) under drain.deleteEmptyDirData: false, and tells left of it, with why. A finished
+// pod or one being deleted goes all the same, as kubectl drain has it.
+func refuseLocalData(left func(pod *corev1.Pod, why string)) drain.PodFilter {
 	return func(pod corev1.Pod) drain.PodDeleteStatus {
 		finished := pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
 		if finished || pod.DeletionTimestamp != nil || !hasEmptyDir(&pod) {
 			return drain.MakePodDeleteStatusOkay()
 		}
-		res.Remaining++
-		refuse(res, v1alpha1.ReasonDrainRefused, fmt.Sprintf(
-			"pod %s/%s is not evicted: it has emptyDir data and drain.deleteEmptyDirData is false", pod.Namespace, pod.Name))
+		left(&pod, "has emptyDir data and drain.deleteEmptyDirData is false")
 		return drain.MakePodDeleteStatusSkip()
 	}
 }

@@ -18,8 +18,8 @@ type PolicyReport = planner.PolicyReport
 // ForecastRollout forecasts the named policy's rollout from the cluster's objects as the
 // controller would plan it at now, with the same planner (none of its rules is repeated
 // here). policies may hold a policy not applied yet (no status): it is planned as if just
-// created. The controller's node is not known here, so it is not kept for last. False when
-// policies holds no policy of that name.
-func ForecastRollout(now time.Time, nodes []corev1.Node, brns []v1alpha1.BottlerocketNode, policies []v1alpha1.UpdatePolicy, policy string) (Forecast, bool) {
-	return planner.ComputeForecast(plannerInput(now, nodes, brns, policies, ""), policy)
+// created. controllerNode is the node the controller runs on, which it keeps for last in its
+// wave ("" when unknown). False when policies holds no policy of that name.
+func ForecastRollout(now time.Time, nodes []corev1.Node, brns []v1alpha1.BottlerocketNode, policies []v1alpha1.UpdatePolicy, policy, controllerNode string) (Forecast, bool) {
+	return planner.ComputeForecast(plannerInput(now, nodes, brns, policies, controllerNode), policy)
 }

@@ -43,7 +43,7 @@ func TestPlanAgreesWithTheRollout(t *testing.T) {
 	for _, n := range w.nodes {
 		nodes = append(nodes, *n)
 	}
-	f, ok := controllers.ForecastRollout(time.Now(), nodes, w.brns, w.policies, "fleet")
+	f, ok := controllers.ForecastRollout(time.Now(), nodes, w.brns, w.policies, "fleet", "") // the controller runs on no node here
 	if !ok {
 		t.Fatal("no forecast for fleet")
 	}

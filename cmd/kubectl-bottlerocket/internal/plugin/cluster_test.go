@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -478,7 +479,10 @@ func TestPlan(t *testing.T) {
 	c, admin := start(t)
 	ctx := context.Background()
 	fleet(t, g, c, "pl", "pl-a", "pl-b", "pl-c")
-	addPolicy(t, g, c, "pl", func(s *v1alpha1.UpdatePolicySpec) { s.Paused = true })
+	addPolicy(t, g, c, "pl", func(s *v1alpha1.UpdatePolicySpec) {
+		s.Paused = true
+		s.Drain.DeleteEmptyDirData = ptr.To(false)
+	})
 	g.Eventually(func(g Gomega) {
 		g.Expect(getBRN(g, c, "pl-c").Status.Reason).To(Equal(v1alpha1.ReasonPolicyPaused))
 	}).Should(Succeed())
@@ -514,6 +518,13 @@ func TestPlan(t *testing.T) {
 	t.Cleanup(func() { _ = c.Delete(context.Background(), pdb) })
 	pdb.Status = policyv1.PodDisruptionBudgetStatus{ObservedGeneration: pdb.Generation, DesiredHealthy: 2, CurrentHealthy: 1, ExpectedPods: 2}
 	g.Expect(c.Status().Update(ctx, pdb)).To(Succeed())
+	// A pod on pl-c with emptyDir data, which drain.deleteEmptyDirData: false keeps from being
+	// evicted: the drain leaves it, and never finishes.
+	cache := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "cache-1", Namespace: "default"},
+		Spec: corev1.PodSpec{NodeName: "pl-c", Containers: []corev1.Container{{Name: "cache", Image: "cache"}},
+			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}}}
+	g.Expect(c.Create(ctx, cache)).To(Succeed())
+	t.Cleanup(func() { _ = c.Delete(context.Background(), cache, client.GracePeriodSeconds(0)) })
 
 	code, stdout, _ = run(ctx, admin, "plan", "pl")
 	g.Expect(code).To(Equal(0))
@@ -521,7 +532,10 @@ func TestPlan(t *testing.T) {
 	g.Expect(stdout).To(MatchRegexp(`1\s+pl-a\s+rest\s+Pending\s+\S+ UTC\s+\S+ UTC\s+PolicyPaused`))
 	g.Expect(stdout).To(ContainSubstring("Would refuse a drain now"))
 	g.Expect(stdout).To(ContainSubstring("  pl-b: PDB default/pl-web allows 0 disruptions: it needs 2 healthy pods, 1 are (pod web-1)\n"))
+	g.Expect(stdout).To(ContainSubstring("  pl-c: pod default/cache-1 has emptyDir data and drain.deleteEmptyDirData is false: " +
+		"it is never evicted, the drain times out (onTimeout: Abort)\n"))
 	g.Expect(stdout).NotTo(ContainSubstring("pl-a: PDB"))
+	g.Expect(stdout).NotTo(MatchRegexp(`pl-[ab]: pod default/cache-1`))
 
 	dir := t.TempDir()
 	write := func(name, text string) string {
@@ -543,6 +557,10 @@ spec:
 	g.Expect(yaml.Unmarshal([]byte(stdout), &v)).To(Succeed())
 	g.Expect(v.Nodes).To(HaveLen(3))
 	g.Expect(*v.Nodes[2].Start).To(Equal(*v.Nodes[0].Start), "three at a time: all start together")
+	for _, n := range v.Nodes {
+		g.Expect(n.WouldRefuseDrain).NotTo(ContainElement(ContainSubstring("cache-1")),
+			"the file leaves drain.deleteEmptyDirData to its default, true: cache-1 is evicted")
+	}
 	g.Expect(getPolicy(g, c, "pl").Spec.Paused).To(BeTrue(), "the applied policy is unchanged")
 
 	// A second policy over the same nodes would govern none of them: said, exit 1, not created.
@@ -565,6 +583,76 @@ spec:
 	code, _, stderr = run(ctx, admin, "plan", "pl", "-f", edit)
 	g.Expect(code).To(Equal(1))
 	g.Expect(stderr).To(ContainSubstring("plan takes a POLICY or -f FILE"))
+}
+
+// The controller updates the node its own pod runs on last in its wave. plan finds that node
+// as the cluster shows it, from the leader election Lease, and says when it cannot.
+func TestPlanKeepsTheControllersNodeLast(t *testing.T) {
+	g := NewWithT(t)
+	g.SetDefaultEventuallyTimeout(30 * time.Second)
+	c, admin := start(t)
+	ctx := context.Background()
+	fleet(t, g, c, "pc", "pc-a", "pc-b", "pc-c")
+	addPolicy(t, g, c, "pc", func(s *v1alpha1.UpdatePolicySpec) { s.Paused = true })
+	g.Eventually(func(g Gomega) {
+		g.Expect(getBRN(g, c, "pc-c").Status.Reason).To(Equal(v1alpha1.ReasonPolicyPaused))
+	}).Should(Succeed())
+	// plan reads the order, and the fields about the controller's node, from -o json.
+	plan := func(g Gomega, kubeconfig string) (order []string, fields map[string]any) {
+		code, stdout, stderr := run(ctx, kubeconfig, "plan", "pc", "-o", "json")
+		g.Expect(code).To(Equal(0), stderr)
+		var v planView
+		g.Expect(json.Unmarshal([]byte(stdout), &v)).To(Succeed())
+		for _, n := range v.Nodes {
+			order = append(order, n.Name)
+		}
+		g.Expect(json.Unmarshal([]byte(stdout), &fields)).To(Succeed())
+		return order, fields
+	}
+	const unknown = "the controller's node is unknown"
+
+	// No leader election Lease: the plan is shown, and says the order may differ.
+	order, fields := plan(g, admin)
+	g.Expect(order).To(Equal([]string{"pc-a", "pc-b", "pc-c"}))
+	g.Expect(fields).NotTo(HaveKey("controllerNode"))
+	g.Expect(fields).To(HaveKeyWithValue("controllerNodeUnknown", ContainSubstring("no leader election Lease "+controllers.LeaderElectionID)))
+	code, stdout, stderr := run(ctx, admin, "plan", "pc")
+	g.Expect(code).To(Equal(0), stderr)
+	g.Expect(stdout).To(ContainSubstring(unknown))
+
+	// The controller's leader runs on pc-a: its pod holds the Lease (controller-runtime's
+	// identity, "<hostname>_<uuid>", and a pod's hostname is its name).
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bottlerocket-update-controller-6b8f9c7d4-x2x9k", Namespace: "default"},
+		Spec: corev1.PodSpec{NodeName: "pc-a", Containers: []corev1.Container{{Name: "controller", Image: "controller"}}}}
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: controllers.LeaderElectionID, Namespace: "default"},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(pod.Name + "_0f6c2b1e-5d9a-4c3e-9a7b-2d1f8e6c4b3a"),
+			LeaseDurationSeconds: ptr.To(int32(15)), RenewTime: &metav1.MicroTime{Time: time.Now()}}}
+	for _, obj := range []client.Object{pod, lease} {
+		g.Expect(c.Create(ctx, obj)).To(Succeed())
+		t.Cleanup(func() { _ = c.Delete(context.Background(), obj, client.GracePeriodSeconds(0)) })
+	}
+	order, fields = plan(g, admin)
+	g.Expect(order).To(Equal([]string{"pc-b", "pc-c", "pc-a"}), "the controller's node goes last, as the controller takes it")
+	g.Expect(fields).To(HaveKeyWithValue("controllerNode", "pc-a"))
+	g.Expect(fields).NotTo(HaveKey("controllerNodeUnknown"))
+	code, stdout, stderr = run(ctx, admin, "plan", "pc")
+	g.Expect(code).To(Equal(0), stderr)
+	g.Expect(stdout).To(MatchRegexp(`3\s+pc-a\s+rest\s+Pending`))
+	g.Expect(stdout).NotTo(ContainSubstring(unknown))
+
+	// A user who may not read Leases or pods still gets the plan, with the note.
+	code, stdout, stderr = run(ctx, viewer(t, g, c), "plan", "pc")
+	g.Expect(code).To(Equal(0), stderr)
+	g.Expect(stdout).To(MatchRegexp(`1\s+pc-a\s+rest\s+Pending`))
+	g.Expect(stdout).To(ContainSubstring(unknown + " (not allowed to list Leases)"))
+
+	// The Lease's holder gone (no leader now): unknown again.
+	g.Expect(c.Delete(ctx, pod, client.GracePeriodSeconds(0))).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		order, fields := plan(g, admin)
+		g.Expect(order).To(Equal([]string{"pc-a", "pc-b", "pc-c"}))
+		g.Expect(fields).To(HaveKeyWithValue("controllerNodeUnknown", ContainSubstring("pod default/"+pod.Name+" holds the leader election Lease but is not found")))
+	}).Should(Succeed())
 }
 
 func must[T any](v T, err error) T {

@@ -12,10 +12,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/cli-runtime/pkg/printers"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -31,12 +33,15 @@ func (e *env) planCommand() *cobra.Command {
 		Short: "Show the order nodes would update in, by wave, when, the estimated finish, and what holds them",
 		Long: `Show the order nodes would update in, by wave, when each is expected to be disrupted and
 back (in which maintenance window), the estimated finish, what holds each node now, and what
-would refuse its drain now (PodDisruptionBudgets allowing no disruption, no other Node).
+would refuse its drain now (pods the drain's rules leave on the node, such as pods with emptyDir
+data under drain.deleteEmptyDirData: false; PodDisruptionBudgets allowing no disruption; no
+other Node).
 
 The plan is computed by the controller's own planner and drain rules from the cluster as it is
-now. With -f, the
-policy in the file is planned as if applied (it is checked by the API server with a dry run, and
-nothing is written).`,
+now. The controller updates the node it runs on last in its wave: plan finds that node from the
+controller's leader election Lease and the pod holding it, and says so when it cannot (the
+order may then differ for that node). With -f, the policy in the file is planned as if applied
+(it is checked by the API server with a dry run, and nothing is written).`,
 		Example: `  kubectl bottlerocket plan fleet
   kubectl bottlerocket plan -f policy.yaml
   kubectl bottlerocket plan fleet -o yaml`,
@@ -61,13 +66,9 @@ nothing is written).`,
 			if err != nil {
 				return err
 			}
-			f, nodes, err := e.forecast(cmd.Context(), c, &p)
+			v, report, err := e.plan(cmd.Context(), c, &p)
 			if err != nil {
 				return err
-			}
-			v := viewPlan(p.Name, f)
-			if err := e.addBlockers(cmd.Context(), c, &p, nodes, &v); err != nil {
-				_, _ = fmt.Fprintf(e.Streams.ErrOut, "warning: what would refuse a drain is not shown: %v\n", err)
 			}
 			text, err := renderPlan(v, output, e.Clock.Now(), e.Location)
 			if err != nil {
@@ -76,8 +77,8 @@ nothing is written).`,
 			if _, err := io.WriteString(e.Streams.Out, text); err != nil {
 				return fmt.Errorf("writing the plan: %w", err)
 			}
-			if f.Report.Invalid != "" || len(f.Report.ConflictsWith) > 0 {
-				return fmt.Errorf("updatepolicy %q would not move: %s", p.Name, blocked(f.Report))
+			if report.Invalid != "" || len(report.ConflictsWith) > 0 {
+				return fmt.Errorf("updatepolicy %q would not move: %s", p.Name, blocked(report))
 			}
 			return nil
 		},
@@ -131,9 +132,91 @@ func (e *env) readPolicy(ctx context.Context, c client.Client, file string, p *v
 	return nil
 }
 
+// plan forecasts p's rollout around the controller's node as the cluster shows it, and adds
+// what would refuse each drain now (or warns that it cannot); it returns the forecast's report
+// of p too.
+func (e *env) plan(ctx context.Context, c client.Client, p *v1alpha1.UpdatePolicy) (planView, controllers.PolicyReport, error) {
+	node, unknown := controllerNode(ctx, c)
+	f, nodes, err := e.forecast(ctx, c, p, node)
+	if err != nil {
+		return planView{}, controllers.PolicyReport{}, err
+	}
+	v := viewPlan(p.Name, f)
+	v.ControllerNode = node
+	if unknown != nil {
+		v.ControllerNodeUnknown = unknown.Error()
+	}
+	if err := e.addBlockers(ctx, c, p, nodes, &v); err != nil {
+		_, _ = fmt.Fprintf(e.Streams.ErrOut, "warning: what would refuse a drain is not shown: %v\n", err)
+	}
+	return v, f.Report, nil
+}
+
+// controllerNode finds the node the controller runs on as the cluster shows it: the pod that
+// holds its leader election Lease, and that pod's node. The holder is controller-runtime's
+// identity, "<hostname>_<uuid>", and a pod's hostname is its name. The error says why the
+// node is unknown (no permission, no leader now, leader election off).
+func controllerNode(ctx context.Context, c client.Client) (string, error) {
+	var leases coordinationv1.LeaseList
+	if err := c.List(ctx, &leases, client.MatchingFields{"metadata.name": controllers.LeaderElectionID}); err != nil {
+		if apierrors.IsForbidden(err) {
+			return "", errors.New("not allowed to list Leases")
+		}
+		return "", fmt.Errorf("listing Leases: %w", err)
+	}
+	var held []coordinationv1.Lease
+	for _, l := range leases.Items {
+		if ptr.Deref(l.Spec.HolderIdentity, "") != "" {
+			held = append(held, l)
+		}
+	}
+	switch {
+	case len(leases.Items) == 0:
+		return "", fmt.Errorf("no leader election Lease %s found", controllers.LeaderElectionID)
+	case len(held) == 0:
+		return "", fmt.Errorf("no controller holds the leader election Lease %s/%s", leases.Items[0].Namespace, controllers.LeaderElectionID)
+	case len(held) > 1:
+		return "", fmt.Errorf("leader election Leases %s are held in %d namespaces (%s)", controllers.LeaderElectionID, len(held), leaseNamespaces(held))
+	}
+	lease := &held[0]
+	key := client.ObjectKey{Namespace: lease.Namespace, Name: holderPod(*lease.Spec.HolderIdentity)}
+	var pod corev1.Pod
+	if err := c.Get(ctx, key, &pod); err != nil {
+		switch {
+		case apierrors.IsNotFound(err):
+			return "", fmt.Errorf("pod %s holds the leader election Lease but is not found", key)
+		case apierrors.IsForbidden(err):
+			return "", fmt.Errorf("not allowed to get pod %s, which holds the leader election Lease", key)
+		}
+		return "", fmt.Errorf("getting pod %s, which holds the leader election Lease: %w", key, err)
+	}
+	if pod.Spec.NodeName == "" {
+		return "", fmt.Errorf("pod %s holds the leader election Lease but is on no node", key)
+	}
+	return pod.Spec.NodeName, nil
+}
+
+// holderPod is the pod named by a controller-runtime leader election identity,
+// "<hostname>_<uuid>" (a pod's hostname is its name; a name has no "_").
+func holderPod(identity string) string {
+	if i := strings.LastIndex(identity, "_"); i > 0 {
+		return identity[:i]
+	}
+	return identity
+}
+
+func leaseNamespaces(leases []coordinationv1.Lease) string {
+	ns := make([]string, len(leases))
+	for i := range leases {
+		ns[i] = leases[i].Namespace
+	}
+	return strings.Join(ns, ", ")
+}
+
 // forecast reads the Nodes, BottlerocketNodes and policies, puts p in place of the policy of
-// its name, and forecasts p's rollout; it returns the Nodes too.
-func (e *env) forecast(ctx context.Context, c client.Client, p *v1alpha1.UpdatePolicy) (controllers.Forecast, []corev1.Node, error) {
+// its name, and forecasts p's rollout with controllerNode ("" when unknown) kept for last in
+// its wave, as the controller keeps its own; it returns the Nodes too.
+func (e *env) forecast(ctx context.Context, c client.Client, p *v1alpha1.UpdatePolicy, controllerNode string) (controllers.Forecast, []corev1.Node, error) {
 	var nodes corev1.NodeList
 	var brns v1alpha1.BottlerocketNodeList
 	var policies v1alpha1.UpdatePolicyList
@@ -151,7 +234,7 @@ func (e *env) forecast(ctx context.Context, c client.Client, p *v1alpha1.UpdateP
 			all = append(all, q)
 		}
 	}
-	f, _ := controllers.ForecastRollout(e.Clock.Now(), nodes.Items, brns.Items, all, p.Name)
+	f, _ := controllers.ForecastRollout(e.Clock.Now(), nodes.Items, brns.Items, all, p.Name, controllerNode)
 	return f, nodes.Items, nil
 }
 
@@ -173,15 +256,20 @@ func blocked(r controllers.PolicyReport) string {
 
 // planView is the plan as -o json|yaml prints it.
 type planView struct {
-	Policy        string         `json:"policy"`
-	Target        string         `json:"target,omitempty"`
-	Phase         string         `json:"phase,omitempty"`
-	MaxUnavail    int            `json:"maxUnavailable"`
-	PerNode       string         `json:"expectedPerNode"`
-	EstimatedDone *time.Time     `json:"estimatedCompletionTime,omitempty"`
-	Blocked       string         `json:"blocked,omitempty"`
-	Nodes         []planNodeView `json:"nodes"`
-	Waves         []planWaveView `json:"waves"`
+	Policy        string     `json:"policy"`
+	Target        string     `json:"target,omitempty"`
+	Phase         string     `json:"phase,omitempty"`
+	MaxUnavail    int        `json:"maxUnavailable"`
+	PerNode       string     `json:"expectedPerNode"`
+	EstimatedDone *time.Time `json:"estimatedCompletionTime,omitempty"`
+	Blocked       string     `json:"blocked,omitempty"`
+	// ControllerNode is the node the controller runs on, which it updates last in its wave.
+	ControllerNode string `json:"controllerNode,omitempty"`
+	// ControllerNodeUnknown says why the controller's node is not known, when it is not: the
+	// order may then differ for that node.
+	ControllerNodeUnknown string         `json:"controllerNodeUnknown,omitempty"`
+	Nodes                 []planNodeView `json:"nodes"`
+	Waves                 []planWaveView `json:"waves"`
 }
 
 type planNodeView struct {
@@ -301,6 +389,9 @@ func renderPlan(v planView, output string, now time.Time, loc *time.Location) (s
 		}
 	}
 	_ = w.Flush()
+	if v.ControllerNodeUnknown != "" {
+		fmt.Fprintf(&b, "\nNote: the controller's node is unknown (%s): the order may differ for that node.\n", v.ControllerNodeUnknown)
+	}
 	if len(refused) > 0 {
 		b.WriteString("\nWould refuse a drain now (drain.timeout and drain.onTimeout decide then):\n" + strings.Join(refused, "\n") + "\n")
 	}
@@ -329,21 +420,30 @@ func (e *env) addBlockers(ctx context.Context, c client.Client, p *v1alpha1.Upda
 		if n.Start == nil { // disrupted now, or not expected to start
 			continue
 		}
-		pods, err := controllers.PodsToEvict(ctx, kube, n.Name, p.Spec.Drain)
+		pods, refused, err := controllers.PodsToEvict(ctx, kube, n.Name, p.Spec.Drain)
 		if err != nil {
 			return err
 		}
 		others := schedulable - 1 // the node itself is schedulable until it is cordoned
-		n.WouldRefuseDrain = drainBlockers(pods, pdbs.Items, others)
+		n.WouldRefuseDrain = drainBlockers(pods, refused, pdbs.Items, others, p.Spec.Drain.OnTimeout)
 	}
 	return nil
 }
 
-// drainBlockers says what would refuse a drain of a node now: a pod two budgets select (the
-// API server refuses to evict it), a budget allowing no disruption of a pod it selects, and no
-// other schedulable Node to take the pods.
-func drainBlockers(pods []corev1.Pod, pdbs []policyv1.PodDisruptionBudget, otherSchedulable int) []string {
+// drainBlockers says what would refuse a drain of a node now: a pod the drain's rules refuse
+// to evict (refused; the drain never finishes, and onTimeout decides), a pod two budgets
+// select (the API server refuses to evict it), a budget allowing no disruption of a pod it
+// selects, and no other schedulable Node to take the pods to evict.
+func drainBlockers(pods []corev1.Pod, refused []controllers.RefusedPod, pdbs []policyv1.PodDisruptionBudget, otherSchedulable int,
+	onTimeout v1alpha1.DrainTimeoutAction) []string {
 	var out []string
+	if onTimeout == "" { // the API server's default
+		onTimeout = v1alpha1.DrainTimeoutAbort
+	}
+	for _, r := range refused {
+		out = append(out, fmt.Sprintf("pod %s/%s %s: it is never evicted, the drain times out (onTimeout: %s)",
+			r.Pod.Namespace, r.Pod.Name, r.Why, onTimeout))
+	}
 	seen := map[string]bool{}
 	for i := range pods {
 		pod := &pods[i]

@@ -1,7 +1,10 @@
 package plugin
 
 import (
+	"context"
 	"encoding/json"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -10,9 +13,15 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/leaderelection"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/controllers"
 )
 
 // now is the fake clock's time in every table: Saturday 2026-12-05 14:00 UTC.
@@ -326,30 +335,109 @@ func TestDrainBlockers(t *testing.T) {
 		}
 	}
 	web, db := map[string]string{"app": "web"}, map[string]string{"app": "db"}
+	cache := []controllers.RefusedPod{{Pod: pod("cache-1", nil), Why: "has emptyDir data and drain.deleteEmptyDirData is false"}}
 	tests := []struct {
-		name   string
-		pods   []corev1.Pod
-		pdbs   []policyv1.PodDisruptionBudget
-		others int
-		want   []string
+		name      string
+		pods      []corev1.Pod
+		refused   []controllers.RefusedPod
+		pdbs      []policyv1.PodDisruptionBudget
+		others    int
+		onTimeout v1alpha1.DrainTimeoutAction
+		want      []string
 	}{
-		{"a budget with room refuses nothing", []corev1.Pod{pod("web-1", web)}, []policyv1.PodDisruptionBudget{pdb("web", "web", 1, 2, 3)}, 3, nil},
-		{"a budget allowing none is named once, with its counts", []corev1.Pod{pod("web-1", web), pod("web-2", web)},
-			[]policyv1.PodDisruptionBudget{pdb("web", "web", 0, 3, 2)}, 3,
+		{"a budget with room refuses nothing", []corev1.Pod{pod("web-1", web)}, nil, []policyv1.PodDisruptionBudget{pdb("web", "web", 1, 2, 3)}, 3, "", nil},
+		{"a budget allowing none is named once, with its counts", []corev1.Pod{pod("web-1", web), pod("web-2", web)}, nil,
+			[]policyv1.PodDisruptionBudget{pdb("web", "web", 0, 3, 2)}, 3, "",
 			[]string{"PDB shop/web allows 0 disruptions: it needs 3 healthy pods, 2 are (pod web-1)"}},
-		{"a pod two budgets select cannot be evicted", []corev1.Pod{pod("db-1", db)},
-			[]policyv1.PodDisruptionBudget{pdb("db", "db", 1, 1, 2), pdb("db-too", "db", 1, 1, 2)}, 3,
+		{"a pod two budgets select cannot be evicted", []corev1.Pod{pod("db-1", db)}, nil,
+			[]policyv1.PodDisruptionBudget{pdb("db", "db", 1, 1, 2), pdb("db-too", "db", 1, 1, 2)}, 3, "",
 			[]string{"pod shop/db-1 is selected by 2 PodDisruptionBudgets: the API server refuses to evict it"}},
-		{"a budget in another namespace does not count", []corev1.Pod{pod("web-1", web)},
-			[]policyv1.PodDisruptionBudget{func() policyv1.PodDisruptionBudget { b := pdb("web", "web", 0, 1, 0); b.Namespace = "other"; return b }()}, 3, nil},
-		{"pods and no other schedulable Node", []corev1.Pod{pod("web-1", web)}, nil, 0, []string{"no other schedulable Node to take its 1 pods"}},
-		{"no pods: nothing to refuse", nil, nil, 0, nil},
+		{"a budget in another namespace does not count", []corev1.Pod{pod("web-1", web)}, nil,
+			[]policyv1.PodDisruptionBudget{func() policyv1.PodDisruptionBudget { b := pdb("web", "web", 0, 1, 0); b.Namespace = "other"; return b }()}, 3, "", nil},
+		{"pods and no other schedulable Node", []corev1.Pod{pod("web-1", web)}, nil, nil, 0, "", []string{"no other schedulable Node to take its 1 pods"}},
+		{"no pods: nothing to refuse", nil, nil, nil, 0, "", nil},
+		{"a pod the drain leaves is named, and what then happens (onTimeout unset: Abort)", nil, cache, nil, 0, "",
+			[]string{"pod shop/cache-1 has emptyDir data and drain.deleteEmptyDirData is false: it is never evicted, the drain times out (onTimeout: Abort)"}},
+		{"a pod the drain leaves comes first, then the budgets", []corev1.Pod{pod("web-1", web)}, cache,
+			[]policyv1.PodDisruptionBudget{pdb("web", "web", 0, 3, 2)}, 3, v1alpha1.DrainTimeoutForce,
+			[]string{"pod shop/cache-1 has emptyDir data and drain.deleteEmptyDirData is false: it is never evicted, the drain times out (onTimeout: Force)",
+				"PDB shop/web allows 0 disruptions: it needs 3 healthy pods, 2 are (pod web-1)"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := drainBlockers(tt.pods, tt.pdbs, tt.others); strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+			if got := drainBlockers(tt.pods, tt.refused, tt.pdbs, tt.others, tt.onTimeout); strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestDrainBlockersNamePodsTheDrainLeaves checks that plan names the pods the controller's own
+// drain rules (controllers.PodsToEvict) leave on a node: a running pod with emptyDir data
+// under drain.deleteEmptyDirData: false, not a finished one, and none when the policy lets
+// emptyDir data go.
+func TestDrainBlockersNamePodsTheDrainLeaves(t *testing.T) {
+	emptyDir := []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	pod := func(name string, phase corev1.PodPhase, volumes []corev1.Volume) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop"},
+			Spec: corev1.PodSpec{NodeName: "a", Volumes: volumes}, Status: corev1.PodStatus{Phase: phase}}
+	}
+	kube := fake.NewClientset(pod("web-1", corev1.PodRunning, nil), pod("cache-1", corev1.PodRunning, emptyDir),
+		pod("batch-1", corev1.PodSucceeded, emptyDir))
+	for _, tt := range []struct {
+		name  string
+		spec  v1alpha1.DrainSpec
+		evict []string
+		want  []string
+	}{
+		{"deleteEmptyDirData: false", v1alpha1.DrainSpec{DeleteEmptyDirData: ptr.To(false)}, []string{"batch-1", "web-1"},
+			[]string{"pod shop/cache-1 has emptyDir data and drain.deleteEmptyDirData is false: it is never evicted, the drain times out (onTimeout: Abort)"}},
+		{"deleteEmptyDirData: true", v1alpha1.DrainSpec{DeleteEmptyDirData: ptr.To(true)}, []string{"batch-1", "cache-1", "web-1"}, nil},
+		{"deleteEmptyDirData unset (true)", v1alpha1.DrainSpec{}, []string{"batch-1", "cache-1", "web-1"}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pods, refused, err := controllers.PodsToEvict(context.Background(), kube, "a", tt.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var evict []string
+			for _, p := range pods {
+				evict = append(evict, p.Name)
+			}
+			if slices.Sort(evict); !slices.Equal(evict, tt.evict) {
+				t.Errorf("evicted: got %q, want %q", evict, tt.evict)
+			}
+			if got := drainBlockers(pods, refused, nil, 3, tt.spec.OnTimeout); !slices.Equal(got, tt.want) {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// eventRecorders is the least a leader election lock needs to be built.
+type eventRecorders struct{}
+
+func (eventRecorders) GetEventRecorderFor(string) record.EventRecorder {
+	return record.NewFakeRecorder(1)
+}
+func (eventRecorders) GetEventRecorder(string) recorder.EventRecorder { return nil }
+
+// TestHolderPod checks that the pod plan looks for is the one whose hostname controller-runtime's
+// leader election puts in the Lease it holds, and a pod's hostname is its name.
+func TestHolderPod(t *testing.T) {
+	hostname, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := leaderelection.NewResourceLock(&rest.Config{Host: "https://127.0.0.1:1"}, eventRecorders{}, leaderelection.Options{
+		LeaderElection: true, LeaderElectionID: controllers.LeaderElectionID, LeaderElectionNamespace: "bottlerocket-update-operator"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := holderPod(lock.Identity()); got != hostname {
+		t.Errorf("controller-runtime's identity %q: got pod %q, want %q", lock.Identity(), got, hostname)
+	}
+	if got := holderPod("bottlerocket-update-controller-6b8f9c7d4-x2x9k_0f6c2b1e-5d9a-4c3e-9a7b-2d1f8e6c4b3a"); got != "bottlerocket-update-controller-6b8f9c7d4-x2x9k" {
+		t.Errorf("got %q", got)
 	}
 }
