@@ -614,8 +614,12 @@ func (c *cluster) checkTimeline(target string, waves, soaked []string) {
 		c.t.Errorf("the timeline shows %d nodes updated and a peak of %d unavailable; the cluster has %d updated, the watcher judged a peak of %d",
 			fig.Final[v1alpha1.PhaseUpdated], fig.PeakUnavailable, updated, peak)
 	}
-	if !slices.Equal(fig.WaveStarts, waves) || !slices.Equal(fig.Soaks, soaked) {
-		c.t.Errorf("the timeline marks waves %q starting and %q soaking; want %q and %q", fig.WaveStarts, fig.Soaks, waves, soaked)
+	var soaks []string
+	for _, s := range fig.Soaks {
+		soaks = append(soaks, s.Wave)
+	}
+	if !slices.Equal(fig.WaveStarts, waves) || !slices.Equal(soaks, soaked) {
+		c.t.Errorf("the timeline marks waves %q starting and %q soaking; want %q and %q", fig.WaveStarts, soaks, waves, soaked)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 )
@@ -19,17 +20,26 @@ type Figures struct {
 	// PeakUnavailable is the highest point of the unavailable line; Budget the budget line's
 	// last value.
 	PeakUnavailable, Budget int
-	// Windows counts the shaded maintenance windows; Soaks and WaveStarts name the waves
-	// whose soak is shaded and whose start is marked.
-	Windows           int
-	Soaks, WaveStarts []string
+	// Windows counts the shaded maintenance windows; Soaks are the shaded soaks, WaveStarts
+	// name the waves whose start is marked.
+	Windows    int
+	Soaks      []Soak
+	WaveStarts []string
+
+	right map[v1alpha1.NodePhase]float64 // the right end of each phase's rightmost band
+}
+
+// Soak is a wave's soak as shaded.
+type Soak struct {
+	Wave     string
+	From, To time.Time
 }
 
 // Read parses an SVG picture written by Render (failing on XML that is not well-formed) and
 // measures what it draws: the bands' heights at the right edge, the lines' points, in the
 // scales each panel declares.
 func Read(r io.Reader) (Figures, error) {
-	f := Figures{Final: map[v1alpha1.NodePhase]int{}}
+	f := Figures{Final: map[v1alpha1.NodePhase]int{}, right: map[v1alpha1.NodePhase]float64{}}
 	dec := xml.NewDecoder(r)
 	dec.Strict = true
 	var group map[string]string // attributes of the innermost <g>
@@ -72,6 +82,11 @@ func Read(r io.Reader) (Figures, error) {
 	if !sawSVG {
 		return f, errors.New("the picture has no <svg> element")
 	}
+	for phase, right := range f.right {
+		if math.Abs(right-plotRight) > 0.02 { // the coordinates are rounded to 0.01
+			delete(f.Final, phase) // its band ended before the picture did
+		}
+	}
 	return f, nil
 }
 
@@ -88,14 +103,23 @@ func (f *Figures) rect(a, group map[string]string) error {
 	case a["class"] == classWindow:
 		f.Windows++
 	case a["class"] == classSoak:
-		f.Soaks = append(f.Soaks, a["data-wave"])
+		from, err1 := time.Parse(time.RFC3339, a["data-start"])
+		to, err2 := time.Parse(time.RFC3339, a["data-end"])
+		if err := errors.Join(err1, err2); err != nil {
+			return fmt.Errorf("the soak of wave %s: %w", a["data-wave"], err)
+		}
+		f.Soaks = append(f.Soaks, Soak{Wave: a["data-wave"], From: from, To: to})
 	case a["data-phase"] != "" && group["id"] == idPhases:
 		v, err := floats(a["x"], a["width"], a["height"], group["data-unit"])
 		if err != nil {
 			return fmt.Errorf("phase band %s: %w", a["data-phase"], err)
 		}
-		if x, w, h, unit := v[0], v[1], v[2], v[3]; math.Abs(x+w-plotRight) < 0.05 {
-			f.Final[v1alpha1.NodePhase(a["data-phase"])] += int(math.Round(h / unit))
+		// A phase's band at the right edge is its rightmost rectangle (one that ended a moment
+		// before the edge is the band before the last change).
+		phase := v1alpha1.NodePhase(a["data-phase"])
+		if x, w, h, unit := v[0], v[1], v[2], v[3]; x+w >= f.right[phase] {
+			f.right[phase] = x + w
+			f.Final[phase] = int(math.Round(h / unit))
 		}
 	}
 	return nil

@@ -46,9 +46,13 @@ type canvas struct {
 
 func newCanvas(r *Recorder) *canvas {
 	c := &canvas{r: r, start: r.samples[0].at, end: r.samples[len(r.samples)-1].at}
-	if !c.end.After(c.start) {
-		c.end = c.start.Add(time.Second)
+	// The state after the last change is drawn at least a fiftieth of the picture wide.
+	last := len(r.samples) - 1
+	for last > 0 && r.samples[last].sameAs(r.samples[last-1]) {
+		last--
 	}
+	changed := r.samples[last].at
+	c.end = maxTime(c.end, changed.Add(max(changed.Sub(c.start)/50, time.Second)))
 	nodes := 1
 	for _, s := range r.samples {
 		total := 0
@@ -77,8 +81,9 @@ func (c *canvas) draw(w io.Writer) error {
 	if c.r.target != "" {
 		title += " to " + c.r.target
 	}
+	seen := c.r.samples[len(c.r.samples)-1].at
 	title += fmt.Sprintf(", %s to %s (%s)", c.start.In(c.r.loc).Format("2006-01-02 15:04:05 MST"),
-		c.end.In(c.r.loc).Format("15:04:05"), c.end.Sub(c.start).Round(time.Second))
+		seen.In(c.r.loc).Format("15:04:05"), seen.Sub(c.start).Round(time.Second))
 	c.printf("<title>%s</title>\n", esc(title))
 	c.printf(`<rect width="100%%" height="100%%" fill="white"/>` + "\n")
 	c.printf(`<text x="%.0f" y="24" font-size="15">%s</text>`+"\n", plotLeft, esc(title))
@@ -107,17 +112,19 @@ func (c *canvas) drawWindows() {
 }
 
 // drawSoaks shades, in the unavailability panel, each wave's soak: from its completion for
-// its soak time.
+// its soak time. Only the waves of the last target are drawn (a policy applied before a
+// release completes its waves at once for the version the nodes run).
 func (c *canvas) drawSoaks() {
 	c.printf(`<g id="soaks">` + "\n")
 	for _, w := range c.r.waves {
 		soak := c.r.soak(w.name)
-		if w.completed.IsZero() || soak <= 0 || w.completed.After(c.end) {
+		if w.target != c.r.target || w.completed.IsZero() || soak <= 0 || w.completed.After(c.end) {
 			continue
 		}
 		from, to := maxTime(w.completed, c.start), minTime(w.completed.Add(soak), c.end)
-		c.printf(`<rect class="%s" data-wave="%s" x="%.2f" y="%.0f" width="%.2f" height="%.0f" fill="#fff7bc"/>`+"\n",
-			classSoak, esc(w.name), c.x(from), unavailTop, c.x(to)-c.x(from), unavailBase-unavailTop)
+		c.printf(`<rect class="%s" data-wave="%s" data-start="%s" data-end="%s" x="%.2f" y="%.0f" width="%.2f" height="%.0f" fill="#fff7bc"/>`+"\n",
+			classSoak, esc(w.name), from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339),
+			c.x(from), unavailTop, c.x(to)-c.x(from), unavailBase-unavailTop)
 		c.printf(`<text x="%.2f" y="%.0f" font-size="10" fill="#8c6d31">soak %s</text>`+"\n", c.x(from)+2, unavailTop+12, esc(w.name))
 	}
 	c.printf("</g>\n")
@@ -126,7 +133,7 @@ func (c *canvas) drawSoaks() {
 // drawPhases stacks the nodes by phase: one rectangle for each phase and stretch of time in
 // which its band stayed where it was.
 func (c *canvas) drawPhases() {
-	c.printf(`<g id="%s" data-base="%.2f" data-unit="%.6f">`+"\n", idPhases, phasesBase, c.phaseUnit)
+	c.printf(`<g id="%s" data-base="%.2f" data-unit="%.6f" shape-rendering="crispEdges">`+"\n", idPhases, phasesBase, c.phaseUnit)
 	type band struct {
 		from       time.Time
 		low, count int
@@ -184,12 +191,12 @@ func (c *canvas) drawUnavailable() {
 	c.printf("</g>\n")
 }
 
-// drawWaves marks when each wave's first node was seen disrupted.
+// drawWaves marks when each wave of the last target had its first node seen disrupted.
 func (c *canvas) drawWaves() {
 	c.printf(`<g id="waves" stroke="#3182bd" stroke-dasharray="3 3">` + "\n")
 	marked := 0
 	for _, w := range c.r.waves {
-		if w.started.IsZero() {
+		if w.target != c.r.target || w.started.IsZero() {
 			continue
 		}
 		x := c.x(w.started)
@@ -267,7 +274,7 @@ func (c *canvas) drawLegend(final sample) {
 	y += 20
 	windows := "maintenance window open"
 	if c.r.spec == nil || len(c.r.spec.MaintenanceWindows) == 0 {
-		windows = "no maintenance windows: always open"
+		windows = "always open (no windows)"
 	}
 	c.printf(`<rect x="%.0f" y="%.0f" width="12" height="12" fill="#e5f5e0"/><text x="%.0f" y="%.0f">%s</text>`+"\n", legendLeft, y-6, legendLeft+18, y+4, windows)
 	c.printf("</g>\n")

@@ -58,8 +58,9 @@ type sample struct {
 	budget      int
 }
 
-// wave is what was seen of one wave of the rollout.
+// wave is what was seen of one wave of a rollout.
 type wave struct {
+	target    string // the policy's status.targetVersion then
 	name      string
 	started   time.Time // its first node seen disrupted
 	completed time.Time // its status.waves[].completionTime
@@ -92,8 +93,8 @@ func (r *Recorder) Observe(s invariants.Snapshot) {
 			r.spec, r.target = p.Spec.DeepCopy(), p.Status.TargetVersion
 			now.budget = int(p.Status.MaxUnavailable)
 			for _, ws := range p.Status.Waves {
-				if ws.CompletionTime != nil && r.wave(ws.Name).completed.IsZero() {
-					r.wave(ws.Name).completed = ws.CompletionTime.Time
+				if w := r.wave(ws.Name); ws.CompletionTime != nil && w.completed.IsZero() {
+					w.completed = ws.CompletionTime.Time
 				}
 			}
 		}
@@ -107,18 +108,22 @@ func (r *Recorder) Observe(s invariants.Snapshot) {
 		if kubeutil.NodeUnavailable(n.Node) || phase.Unavailable() {
 			now.unavailable++
 		}
-		if n.BRN != nil && n.BRN.Status.Wave != "" && phase.Unavailable() && r.wave(n.BRN.Status.Wave).started.IsZero() {
-			r.wave(n.BRN.Status.Wave).started = at
+		if n.BRN != nil && n.BRN.Status.Wave != "" && phase.Unavailable() {
+			if w := r.wave(n.BRN.Status.Wave); w.started.IsZero() {
+				w.started = at
+			}
 		}
 	}
 	r.observed = true
-	if n := len(r.samples); n > 0 {
-		last := r.samples[n-1]
-		if last.phases == now.phases && last.unavailable == now.unavailable && last.budget == now.budget {
-			return
-		}
+	if n := len(r.samples); n > 0 && r.samples[n-1].sameAs(now) {
+		return
 	}
 	r.samples = append(r.samples, now)
+}
+
+// sameAs reports whether s and t draw the same.
+func (s sample) sameAs(t sample) bool {
+	return s.phases == t.phases && s.unavailable == t.unavailable && s.budget == t.budget
 }
 
 // Finish records that the cluster was last seen as before at t: the picture ends there.
@@ -130,13 +135,14 @@ func (r *Recorder) Finish(t time.Time) {
 	}
 }
 
+// wave returns the named wave of the rollout to the policy's current target.
 func (r *Recorder) wave(name string) *wave {
 	for _, w := range r.waves {
-		if w.name == name {
+		if w.target == r.target && w.name == name {
 			return w
 		}
 	}
-	w := &wave{name: name}
+	w := &wave{target: r.target, name: name}
 	r.waves = append(r.waves, w)
 	return w
 }

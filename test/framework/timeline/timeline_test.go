@@ -90,12 +90,19 @@ func TestPictureAgreesWithTheRollout(t *testing.T) {
 		change()
 		r.Observe(w.snapshot(at))
 	}
+	// Applied before the release, the policy completed its waves at once for the version the
+	// nodes ran: that is not this rollout's soak.
+	w.policy.Status.TargetVersion = "1.25.0"
+	w.policy.Status.Waves = []v1alpha1.WaveStatus{{Name: "canary", Nodes: 1, Updated: 1, CompletionTime: &metav1.Time{Time: at}}}
 	step(0, func() {})
-	step(10*time.Minute, func() { w.set(0, v1alpha1.PhaseDraining) })
+	step(time.Minute, func() { w.policy.Status.TargetVersion, w.policy.Status.Waves = "1.26.0", nil })
+	step(9*time.Minute, func() { w.set(0, v1alpha1.PhaseDraining) })
 	step(time.Minute, func() { w.set(0, v1alpha1.PhaseRebooting) })
 	step(time.Minute, func() { w.set(0, v1alpha1.PhaseStabilizing) })
+	var canaryDone time.Time
 	step(time.Minute, func() {
 		w.set(0, v1alpha1.PhaseUpdated)
+		canaryDone = at
 		w.policy.Status.Waves = []v1alpha1.WaveStatus{{Name: "canary", Nodes: 1, Updated: 1, CompletionTime: &metav1.Time{Time: at}}}
 	})
 	step(7*time.Minute, func() {}) // the soak goes on; nothing changes
@@ -129,8 +136,9 @@ func TestPictureAgreesWithTheRollout(t *testing.T) {
 	if f.Windows != 2 {
 		t.Errorf("maintenance windows shaded: %d, want 2 (22:00–24:00 on the first night, 22:00–22:30 on the next)", f.Windows)
 	}
-	if !slices.Equal(f.Soaks, []string{"canary"}) || !slices.Equal(f.WaveStarts, []string{"canary", "rest"}) {
-		t.Errorf("waves: soaks shaded %q, starts marked %q; want [canary] and [canary rest]", f.Soaks, f.WaveStarts)
+	soak := Soak{Wave: "canary", From: canaryDone, To: canaryDone.Add(10 * time.Minute)}
+	if len(f.Soaks) != 1 || f.Soaks[0] != soak || !slices.Equal(f.WaveStarts, []string{"canary", "rest"}) {
+		t.Errorf("waves: soaks shaded %v, starts marked %q; want [%v] and [canary rest]", f.Soaks, f.WaveStarts, soak)
 	}
 	for _, label := range []string{"Updated 5", "Failed 1", "unavailable, peak 2", "Rollout of policy fleet to 1.26.0", "Wed 00:00"} {
 		if !strings.Contains(buf.String(), label) {
@@ -165,6 +173,32 @@ func TestPictureCountsUnavailableFromTheNodes(t *testing.T) {
 		t.Errorf("peak unavailable drawn %d, want 3 (cordoned by hand, NotReady, draining)", f.PeakUnavailable)
 	}
 	if want := map[v1alpha1.NodePhase]int{v1alpha1.PhaseIdle: 3, v1alpha1.PhaseDraining: 1}; !mapsEqual(f.Final, want) {
+		t.Errorf("nodes by phase at the end: drawn %v, want %v", f.Final, want)
+	}
+}
+
+func TestPictureEndsWithTheLastChange(t *testing.T) {
+	// The last node finishes a moment before the picture ends (the demo stops as soon as it
+	// sees it): the picture's right edge shows every node updated, not the moment before too.
+	w := newWorld(3)
+	r := NewRecorder("fleet", nil)
+	now := time.Date(2026, 12, 1, 22, 30, 0, 0, time.UTC)
+	r.Observe(w.snapshot(now))
+	w.set(0, v1alpha1.PhaseUpdated)
+	w.set(1, v1alpha1.PhaseUpdated)
+	r.Observe(w.snapshot(now.Add(80 * time.Second)))
+	w.set(2, v1alpha1.PhaseUpdated)
+	r.Observe(w.snapshot(now.Add(90 * time.Second)))
+	r.Finish(now.Add(90*time.Second + time.Millisecond))
+	var buf bytes.Buffer
+	if err := r.Render(&buf); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Read(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[v1alpha1.NodePhase]int{v1alpha1.PhaseUpdated: 3}; !mapsEqual(f.Final, want) {
 		t.Errorf("nodes by phase at the end: drawn %v, want %v", f.Final, want)
 	}
 }
