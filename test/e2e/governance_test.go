@@ -52,16 +52,7 @@ func TestUngovernedMidReboot(t *testing.T) {
 			hc.RebootDuration = 4 * time.Second
 			c := newCluster(t, 4, hc)
 			c.apply(policy("fleet", v1alpha1.UpdatePolicySpec{MaxUnavailable: ios(intstr.FromInt32(1))}))
-			var first string
-			c.waitFor("a node reboots", 2*time.Minute, func(w world) bool {
-				for _, b := range w.brns {
-					if b.Status.Phase == v1alpha1.PhaseRebooting && !kubeutil.NodeReady(w.nodes[b.Name]) {
-						first = b.Name
-						return true
-					}
-				}
-				return false
-			})
+			first := c.waitRebooting()
 			ungovern(t, c, first)
 			c.waitFor("the rest updates; the node is released once back", 3*time.Minute, func(w world) bool {
 				for _, b := range w.brns {

@@ -281,6 +281,23 @@ func (c *cluster) waitUpdated(what string, timeout time.Duration) {
 	}
 }
 
+// waitRebooting waits until a node is down for its reboot (Rebooting and not Ready) and
+// returns its name.
+func (c *cluster) waitRebooting() string {
+	c.t.Helper()
+	var node string
+	c.waitFor("a node reboots", 2*time.Minute, func(w world) bool {
+		for _, b := range w.brns {
+			if b.Status.Phase == v1alpha1.PhaseRebooting && !kubeutil.NodeReady(w.nodes[b.Name]) {
+				node = b.Name
+				return true
+			}
+		}
+		return false
+	})
+	return node
+}
+
 // world is one look at the cluster.
 type world struct {
 	policies []v1alpha1.UpdatePolicy

@@ -117,14 +117,7 @@ func TestPictureAgreesWithTheRollout(t *testing.T) {
 	step(time.Hour, func() { w.nodes[0].Node.Spec.Unschedulable = false })
 	r.Finish(time.Date(2026, 12, 2, 22, 30, 0, 0, time.UTC))
 
-	var buf bytes.Buffer
-	if err := r.Render(&buf); err != nil {
-		t.Fatal(err)
-	}
-	f, err := Read(bytes.NewReader(buf.Bytes()))
-	if err != nil {
-		t.Fatalf("the picture does not read back: %v\n%s", err, buf.String())
-	}
+	f, svg := draw(t, r)
 	final := map[v1alpha1.NodePhase]int{v1alpha1.PhaseUpdated: 5, v1alpha1.PhaseFailed: 1}
 	if !mapsEqual(f.Final, final) {
 		t.Errorf("nodes by phase at the end: drawn %v, were %v", f.Final, final)
@@ -141,7 +134,7 @@ func TestPictureAgreesWithTheRollout(t *testing.T) {
 		t.Errorf("waves: soaks shaded %v, starts marked %q; want [%v] and [canary rest]", f.Soaks, f.WaveStarts, soak)
 	}
 	for _, label := range []string{"Updated 5", "Failed 1", "unavailable, peak 2", "Rollout of policy fleet to 1.26.0", "Wed 00:00"} {
-		if !strings.Contains(buf.String(), label) {
+		if !strings.Contains(svg, label) {
 			t.Errorf("the picture does not say %q", label)
 		}
 	}
@@ -161,14 +154,7 @@ func TestPictureCountsUnavailableFromTheNodes(t *testing.T) {
 	w.nodes[1].Node.Spec.Unschedulable = false
 	r.Observe(w.snapshot(now.Add(2 * time.Minute)))
 
-	var buf bytes.Buffer
-	if err := r.Render(&buf); err != nil {
-		t.Fatal(err)
-	}
-	f, err := Read(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, _ := draw(t, r)
 	if f.PeakUnavailable != 3 {
 		t.Errorf("peak unavailable drawn %d, want 3 (cordoned by hand, NotReady, draining)", f.PeakUnavailable)
 	}
@@ -190,16 +176,8 @@ func TestPictureEndsWithTheLastChange(t *testing.T) {
 	w.set(2, v1alpha1.PhaseUpdated)
 	r.Observe(w.snapshot(now.Add(90 * time.Second)))
 	r.Finish(now.Add(90*time.Second + time.Millisecond))
-	var buf bytes.Buffer
-	if err := r.Render(&buf); err != nil {
-		t.Fatal(err)
-	}
-	f, err := Read(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := map[v1alpha1.NodePhase]int{v1alpha1.PhaseUpdated: 3}; !mapsEqual(f.Final, want) {
-		t.Errorf("nodes by phase at the end: drawn %v, want %v", f.Final, want)
+	if f, _ := draw(t, r); !mapsEqual(f.Final, map[v1alpha1.NodePhase]int{v1alpha1.PhaseUpdated: 3}) {
+		t.Errorf("nodes by phase at the end: drawn %v, want 3 Updated", f.Final)
 	}
 }
 
@@ -221,12 +199,8 @@ func TestPictureStartsWithThePolicy(t *testing.T) {
 		n.Node.Status.Conditions[0].Status = corev1.ConditionTrue
 	}
 	r.Observe(w.snapshot(now.Add(time.Second)))
-	var buf bytes.Buffer
-	if err := r.Render(&buf); err != nil {
-		t.Fatal(err)
-	}
-	if f, err := Read(&buf); err != nil || f.PeakUnavailable != 0 {
-		t.Fatalf("peak unavailable drawn %d (%v), want 0: the nodes were Ready once the policy existed", f.PeakUnavailable, err)
+	if f, _ := draw(t, r); f.PeakUnavailable != 0 {
+		t.Fatalf("peak unavailable drawn %d, want 0: the nodes were Ready once the policy existed", f.PeakUnavailable)
 	}
 }
 
@@ -241,6 +215,20 @@ func TestReadRefusesAPictureThatIsNotWellFormed(t *testing.T) {
 			t.Errorf("%s: read without an error", name)
 		}
 	}
+}
+
+// draw renders r and reads the picture back.
+func draw(t *testing.T, r *Recorder) (Figures, string) {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := r.Render(&buf); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Read(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatalf("the picture does not read back: %v\n%s", err, buf.String())
+	}
+	return f, buf.String()
 }
 
 func mapsEqual(a, b map[v1alpha1.NodePhase]int) bool {

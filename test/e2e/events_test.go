@@ -1,0 +1,148 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/test/framework/stack"
+)
+
+// Fleet events the operator does not cause: a pod the drain may not evict, a Node deleted
+// mid-update, a release withdrawn mid-rollout. Each ends with every node settled — none waits
+// forever, none is left cordoned — while the watcher judges every instant.
+
+// A pod keeps emptyDir data under drain.deleteEmptyDirData: false: the drain leaves it and says
+// so (DrainRefused, naming the pod) until drain.timeout, then onTimeout: Abort uncordons the
+// node and fails it (DrainTimeout); the rest of the fleet updates.
+func TestDrainRefusedUntilTheDeadline(t *testing.T) {
+	c := newCluster(t, 3, host)
+	c.waitWorkloadHealthy()
+	stuck := c.Fleet.Nodes[0].Name
+	cache := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: stack.WorkloadNamespace},
+		Spec: corev1.PodSpec{NodeName: stuck, Containers: []corev1.Container{{Name: "cache", Image: "cache"}},
+			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}},
+	}
+	if err := c.Client.Create(context.Background(), cache); err != nil {
+		t.Fatal(err)
+	}
+	p := policy("fleet", v1alpha1.UpdatePolicySpec{MaxUnavailable: ios(intstr.FromInt32(1))})
+	p.Spec.Drain = v1alpha1.DrainSpec{Timeout: dur(5 * time.Second), OnTimeout: v1alpha1.DrainTimeoutAbort, DeleteEmptyDirData: ptr.To(false)}
+	p.Spec.FailurePolicy.MaxFailedNodes = 2
+	c.apply(p)
+
+	c.waitFor("the drain says which pod it leaves, and why", 2*time.Minute, func(w world) bool {
+		for _, b := range w.brns {
+			if b.Name == stuck && b.Status.Phase == v1alpha1.PhaseDraining && b.Status.Reason == v1alpha1.ReasonDrainRefused {
+				return strings.Contains(b.Status.Message, stack.WorkloadNamespace+"/cache") && strings.Contains(b.Status.Message, "emptyDir")
+			}
+		}
+		return false
+	})
+	c.waitFor("the deadline fails the node and the rest update", 2*time.Minute, func(w world) bool {
+		i := slices.IndexFunc(w.brns, func(b v1alpha1.BottlerocketNode) bool { return b.Name == stuck })
+		return i >= 0 && w.brns[i].Status.Phase == v1alpha1.PhaseFailed && w.brns[i].Status.Reason == v1alpha1.ReasonDrainTimeout &&
+			w.converged(to)
+	})
+	var pod corev1.Pod
+	if err := c.Client.Get(context.Background(), client.ObjectKeyFromObject(cache), &pod); err != nil || !pod.DeletionTimestamp.IsZero() {
+		t.Errorf("the pod with emptyDir data was evicted (%v): deleteEmptyDirData: false keeps it", err)
+	}
+}
+
+// The Node of a node being updated is deleted, as an autoscaler replacing an instance does:
+// it is recorded in the policy's status.deletedNodes (NodeDeleted), counts toward the failure
+// budget, and the rest of the fleet updates.
+func TestNodeDeletedMidUpdate(t *testing.T) {
+	hc := host
+	hc.RebootDuration = 4 * time.Second
+	c := newCluster(t, 4, hc)
+	p := policy("fleet", v1alpha1.UpdatePolicySpec{MaxUnavailable: ios(intstr.FromInt32(1))})
+	p.Spec.FailurePolicy.MaxFailedNodes = 2
+	c.apply(p)
+	gone := c.waitRebooting()
+	// The instance is gone: its agent and host stop, and its Node is deleted.
+	for _, n := range c.Fleet.Nodes {
+		if n.Name == gone {
+			n.StopAgent()
+			n.Host.Close()
+		}
+	}
+	if err := c.Client.Delete(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: gone}}); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor("the deleted node is recorded and the rest update", 2*time.Minute, func(w world) bool {
+		if slices.ContainsFunc(w.brns, func(b v1alpha1.BottlerocketNode) bool { return b.Name == gone }) || len(w.brns) != 3 {
+			return false
+		}
+		i := slices.IndexFunc(w.policies, func(p v1alpha1.UpdatePolicy) bool { return p.Name == "fleet" })
+		return i >= 0 && slices.ContainsFunc(w.policies[i].Status.DeletedNodes, func(d v1alpha1.DeletedNode) bool {
+			return d.Name == gone && d.Reason == v1alpha1.ReasonNodeDeleted && d.TargetVersion == to
+		}) && w.converged(to)
+	})
+}
+
+// The target of a "latest" rollout is withdrawn once the first nodes run it, and a newer release
+// is published: the rollout moves to the newer one, and every node ends on it — those already
+// on the withdrawn release too.
+func TestReleaseWithdrawnMidRollout(t *testing.T) {
+	const newer = "1.26.1"
+	c := newCluster(t, 4, host)
+	c.apply(policy("fleet", v1alpha1.UpdatePolicySpec{Version: v1alpha1.VersionLatest, MaxUnavailable: ios(intstr.FromInt32(1))}))
+	c.waitFor("the first node runs "+to, 2*time.Minute, func(w world) bool {
+		return slices.ContainsFunc(w.brns, func(b v1alpha1.BottlerocketNode) bool {
+			return b.Status.Phase == v1alpha1.PhaseUpdated && b.Status.Agent != nil && b.Status.Agent.CurrentVersion == to
+		})
+	})
+	c.Fleet.SetAvailable(newer, from) // to is withdrawn
+	c.waitFor("every node runs "+newer, 3*time.Minute, func(w world) bool {
+		i := slices.IndexFunc(w.policies, func(p v1alpha1.UpdatePolicy) bool { return p.Name == "fleet" })
+		return i >= 0 && w.policies[i].Status.TargetVersion == newer && w.converged(newer)
+	})
+}
+
+// A Job's pod fails on a node just rebooted (it ran there and exited 1): the health gate judges
+// the pods that should run there, not a finished one, and the node is Updated, not failed at
+// health.readyTimeout.
+func TestFailedJobPodOnARebootedNode(t *testing.T) {
+	hc := host
+	hc.RebootDuration = 3 * time.Second
+	c := newCluster(t, 2, hc)
+	p := policy("fleet", v1alpha1.UpdatePolicySpec{MaxUnavailable: ios(intstr.FromInt32(1))})
+	p.Spec.Health.ReadyTimeout = dur(20 * time.Second)
+	c.apply(p)
+	rebooted := c.waitRebooting()
+	ctx := context.Background()
+	job := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "report", Namespace: stack.WorkloadNamespace, Labels: map[string]string{"job-name": "report"}},
+		Spec: corev1.PodSpec{NodeName: rebooted, RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{Name: "report", Image: "report"}}},
+	}
+	if err := c.Client.Create(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	// As the kubelet reports it: terminated with exit code 1. (With a pod IP, kwok leaves the
+	// pod's status alone.)
+	job.Status = corev1.PodStatus{Phase: corev1.PodFailed, PodIP: "10.244.0.99", Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}},
+		ContainerStatuses: []corev1.ContainerStatus{{Name: "report", Image: "report",
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error"}}}}}
+	if err := c.Client.Status().Update(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	c.waitUpdated("both nodes update", 2*time.Minute)
+	if err := c.Client.Get(ctx, client.ObjectKeyFromObject(job), job); err != nil || job.Status.Phase != corev1.PodFailed {
+		t.Errorf("the Job's pod: phase %s (%v), want it left Failed", job.Status.Phase, err)
+	}
+}
