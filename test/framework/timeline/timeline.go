@@ -25,7 +25,7 @@ import (
 
 // Phases are the phases drawn, from the bottom of the stack to its top; a node without a
 // BottlerocketNode, or whose BottlerocketNode has no phase yet, is drawn Idle.
-var Phases = []v1alpha1.NodePhase{
+var Phases = [...]v1alpha1.NodePhase{
 	v1alpha1.PhaseUpdated, v1alpha1.PhaseFailed, v1alpha1.PhaseStabilizing, v1alpha1.PhaseVerifying,
 	v1alpha1.PhaseRebooting, v1alpha1.PhaseDraining, v1alpha1.PhaseStaged, v1alpha1.PhaseStaging,
 	v1alpha1.PhasePending, v1alpha1.PhaseIdle,
@@ -41,19 +41,18 @@ var colours = map[v1alpha1.NodePhase]string{
 // Recorder follows the cluster for one policy's rollout. Observe it with every snapshot; it
 // keeps only the instants at which something drawn changed.
 type Recorder struct {
-	policy   string
-	loc      *time.Location
-	samples  []sample
-	spec     *v1alpha1.UpdatePolicySpec
-	target   string
-	waves    []*wave
-	observed bool
+	policy  string
+	loc     *time.Location
+	samples []sample
+	spec    *v1alpha1.UpdatePolicySpec
+	target  string
+	waves   []*wave
 }
 
 // sample is what the picture shows of one instant.
 type sample struct {
 	at          time.Time
-	phases      [10]int // by the index of Phases
+	phases      [len(Phases)]int // by the index of Phases
 	unavailable int
 	budget      int
 }
@@ -79,7 +78,7 @@ func NewRecorder(policy string, loc *time.Location) *Recorder {
 // snapshot is drawn, governed by the policy or not; the budget, waves and windows are the
 // policy's.
 func (r *Recorder) Observe(s invariants.Snapshot) {
-	if !r.observed && !slices.ContainsFunc(s.Policies, func(p v1alpha1.UpdatePolicy) bool { return p.Name == r.policy }) {
+	if len(r.samples) == 0 && !slices.ContainsFunc(s.Policies, func(p v1alpha1.UpdatePolicy) bool { return p.Name == r.policy }) {
 		return
 	}
 	at := s.Now
@@ -114,7 +113,6 @@ func (r *Recorder) Observe(s invariants.Snapshot) {
 			}
 		}
 	}
-	r.observed = true
 	if n := len(r.samples); n > 0 && r.samples[n-1].sameAs(now) {
 		return
 	}
@@ -226,7 +224,7 @@ var ErrNothingObserved = errors.New("timeline: nothing observed")
 
 // Render writes the picture as SVG.
 func (r *Recorder) Render(w io.Writer) error {
-	if !r.observed {
+	if len(r.samples) == 0 {
 		return ErrNothingObserved
 	}
 	return newCanvas(r).draw(w)
