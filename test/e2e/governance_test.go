@@ -17,8 +17,8 @@ import (
 	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
 )
 
-// A node stops being governed while it reboots: a person excludes it, or the policy's selector
-// is edited so that it no longer selects it. It stays charged to the budget until it is back
+// A node stops being governed while it reboots: a person excludes it, the policy's selector
+// is edited so that it no longer selects it, or a second policy selects it too. It stays charged to the budget until it is back
 // (the watcher counts it from the world, whatever the policies say), its reboot finishes, it
 // is released (Idle, schedulable, nothing of ours left on it) and the rest of the fleet
 // updates one at a time.
@@ -45,6 +45,11 @@ func TestUngovernedMidReboot(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+		},
+		"second policy": func(t *testing.T, c *cluster, node string) {
+			// A second policy selects the node too: two policies claim it, so neither governs it.
+			c.apply(policy("other", v1alpha1.UpdatePolicySpec{Paused: true,
+				NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/hostname": node}}}))
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
