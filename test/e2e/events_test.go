@@ -4,14 +4,20 @@ package e2e
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -20,45 +26,121 @@ import (
 )
 
 // Fleet events the operator does not cause: a pod the drain may not evict, a Node deleted
-// mid-update, a release withdrawn mid-rollout. Each ends with every node settled — none waits
+// mid-update, a release withdrawn mid-rollout, a Job's pod failing on a rebooted node. Each ends with every node settled — none waits
 // forever, none is left cordoned — while the watcher judges every instant.
 
-// A pod keeps emptyDir data under drain.deleteEmptyDirData: false: the drain leaves it and says
-// so (DrainRefused, naming the pod) until drain.timeout, then onTimeout: Abort uncordons the
-// node and fails it (DrainTimeout); the rest of the fleet updates.
+// A pod the drain may not evict: it keeps emptyDir data under drain.deleteEmptyDirData: false,
+// or an admission policy refuses its eviction (as a webhook guarding a singleton does). The drain
+// leaves it and says so (DrainRefused, naming the pod and why) until drain.timeout, then
+// onTimeout: Abort uncordons the node and fails it (DrainTimeout); the rest of the fleet updates.
 func TestDrainRefusedUntilTheDeadline(t *testing.T) {
-	c := newCluster(t, 3, host)
-	c.waitWorkloadHealthy()
-	stuck := c.Fleet.Nodes[0].Name
-	cache := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: stack.WorkloadNamespace},
-		Spec: corev1.PodSpec{NodeName: stuck, Containers: []corev1.Container{{Name: "cache", Image: "cache"}},
-			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}},
+	for name, tc := range map[string]struct {
+		volumes []corev1.Volume
+		refuse  func(t *testing.T, c *cluster, pod *corev1.Pod) // set up before the rollout
+		why     string                                          // in the node's message
+	}{
+		"emptyDir data": {
+			volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+			refuse:  func(*testing.T, *cluster, *corev1.Pod) {},
+			why:     "emptyDir",
+		},
+		"eviction refused by an admission policy": {refuse: refuseEviction, why: "refused by the guard"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := newCluster(t, 3, host)
+			c.waitWorkloadHealthy()
+			stuck := c.Fleet.Nodes[0].Name
+			guarded := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: "guarded", Namespace: stack.WorkloadNamespace},
+				Spec:       corev1.PodSpec{NodeName: stuck, Containers: []corev1.Container{{Name: "app", Image: "app"}}, Volumes: tc.volumes},
+			}
+			if err := c.Client.Create(context.Background(), guarded); err != nil {
+				t.Fatal(err)
+			}
+			tc.refuse(t, c, guarded)
+			p := policy("fleet", v1alpha1.UpdatePolicySpec{MaxUnavailable: ios(intstr.FromInt32(1))})
+			p.Spec.Drain = v1alpha1.DrainSpec{Timeout: dur(5 * time.Second), OnTimeout: v1alpha1.DrainTimeoutAbort, DeleteEmptyDirData: ptr.To(false)}
+			p.Spec.FailurePolicy.MaxFailedNodes = 2
+			c.apply(p)
+
+			c.waitFor("the drain says which pod it leaves, and why", 2*time.Minute, func(w world) bool {
+				for _, b := range w.brns {
+					if b.Name == stuck && b.Status.Phase == v1alpha1.PhaseDraining && b.Status.Reason == v1alpha1.ReasonDrainRefused {
+						return strings.Contains(b.Status.Message, stack.WorkloadNamespace+"/guarded") && strings.Contains(b.Status.Message, tc.why)
+					}
+				}
+				return false
+			})
+			c.waitFor("the deadline fails the node and the rest update", 2*time.Minute, func(w world) bool {
+				i := slices.IndexFunc(w.brns, func(b v1alpha1.BottlerocketNode) bool { return b.Name == stuck })
+				return i >= 0 && w.brns[i].Status.Phase == v1alpha1.PhaseFailed && w.brns[i].Status.Reason == v1alpha1.ReasonDrainTimeout &&
+					w.converged(to)
+			})
+			var pod corev1.Pod
+			if err := c.Client.Get(context.Background(), client.ObjectKeyFromObject(guarded), &pod); err != nil || !pod.DeletionTimestamp.IsZero() {
+				t.Errorf("the pod the drain may not evict was evicted (%v)", err)
+			}
+		})
 	}
-	if err := c.Client.Create(context.Background(), cache); err != nil {
+}
+
+// refuseEviction makes the API server refuse every eviction of pod: a ValidatingAdmissionPolicy
+// on pods/eviction. It is in force once an eviction is refused by it rather than by a
+// PodDisruptionBudget allowing none, which guards the pod meanwhile and then goes.
+func refuseEviction(t *testing.T, c *cluster, pod *corev1.Pod) {
+	t.Helper()
+	ctx := context.Background()
+	pod.Labels = map[string]string{"app": "guarded"}
+	if err := c.Client.Update(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
-	p := policy("fleet", v1alpha1.UpdatePolicySpec{MaxUnavailable: ios(intstr.FromInt32(1))})
-	p.Spec.Drain = v1alpha1.DrainSpec{Timeout: dur(5 * time.Second), OnTimeout: v1alpha1.DrainTimeoutAbort, DeleteEmptyDirData: ptr.To(false)}
-	p.Spec.FailurePolicy.MaxFailedNodes = 2
-	c.apply(p)
-
-	c.waitFor("the drain says which pod it leaves, and why", 2*time.Minute, func(w world) bool {
-		for _, b := range w.brns {
-			if b.Name == stuck && b.Status.Phase == v1alpha1.PhaseDraining && b.Status.Reason == v1alpha1.ReasonDrainRefused {
-				return strings.Contains(b.Status.Message, stack.WorkloadNamespace+"/cache") && strings.Contains(b.Status.Message, "emptyDir")
-			}
+	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "guarded", Namespace: pod.Namespace},
+		Spec: policyv1.PodDisruptionBudgetSpec{MaxUnavailable: ios(intstr.FromInt32(0)),
+			Selector: &metav1.LabelSelector{MatchLabels: pod.Labels}}}
+	vap := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "guard"},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods/eviction"}},
+				},
+			}}},
+			Validations: []admissionregistrationv1.Validation{{
+				Expression: fmt.Sprintf("!(request.namespace == %q && request.name == %q)", pod.Namespace, pod.Name),
+				Message:    "refused by the guard: this pod is not to be evicted",
+			}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "guard"},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: "guard",
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}},
+	}
+	for _, obj := range []client.Object{pdb, vap, binding} {
+		if err := c.Client.Create(ctx, obj); err != nil {
+			t.Fatal(err)
 		}
-		return false
+	}
+	kube, err := kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eviction := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace}}
+	var last error
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		last = kube.CoreV1().Pods(pod.Namespace).EvictV1(ctx, eviction)
+		if last == nil {
+			return false, errors.New("the pod was evicted")
+		}
+		return strings.Contains(last.Error(), "refused by the guard"), nil
 	})
-	c.waitFor("the deadline fails the node and the rest update", 2*time.Minute, func(w world) bool {
-		i := slices.IndexFunc(w.brns, func(b v1alpha1.BottlerocketNode) bool { return b.Name == stuck })
-		return i >= 0 && w.brns[i].Status.Phase == v1alpha1.PhaseFailed && w.brns[i].Status.Reason == v1alpha1.ReasonDrainTimeout &&
-			w.converged(to)
-	})
-	var pod corev1.Pod
-	if err := c.Client.Get(context.Background(), client.ObjectKeyFromObject(cache), &pod); err != nil || !pod.DeletionTimestamp.IsZero() {
-		t.Errorf("the pod with emptyDir data was evicted (%v): deleteEmptyDirData: false keeps it", err)
+	if err != nil {
+		t.Fatalf("the admission policy refusing the eviction is not in force: %v (last eviction: %v)", err, last)
+	}
+	if err := c.Client.Delete(ctx, pdb); err != nil {
+		t.Fatal(err)
 	}
 }
 
