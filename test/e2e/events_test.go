@@ -5,23 +5,23 @@ package e2e
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/test/framework/evictionguard"
 	"github.com/bottlerocket-ops/update-operator/test/framework/stack"
 )
 
@@ -51,7 +51,7 @@ func TestDrainRefusedUntilTheDeadline(t *testing.T) {
 			c.waitWorkloadHealthy()
 			stuck := c.Fleet.Nodes[0].Name
 			guarded := &corev1.Pod{
-				ObjectMeta: metav1.ObjectMeta{Name: "guarded", Namespace: stack.WorkloadNamespace},
+				ObjectMeta: metav1.ObjectMeta{Name: "guarded", Namespace: stack.WorkloadNamespace, Labels: map[string]string{"app": "guarded"}},
 				Spec:       corev1.PodSpec{NodeName: stuck, Containers: []corev1.Container{{Name: "app", Image: "app"}}, Volumes: tc.volumes},
 			}
 			if err := c.Client.Create(context.Background(), guarded); err != nil {
@@ -86,39 +86,15 @@ func TestDrainRefusedUntilTheDeadline(t *testing.T) {
 
 // refuseEviction makes the API server refuse every eviction of pod: a ValidatingAdmissionPolicy
 // on pods/eviction. It is in force once an eviction is refused by it rather than by a
-// PodDisruptionBudget allowing none, which guards the pod meanwhile and then goes.
+// PodDisruptionBudget allowing none, which guards the pod (by its labels) meanwhile and then
+// goes.
 func refuseEviction(t *testing.T, c *cluster, pod *corev1.Pod) {
 	t.Helper()
 	ctx := context.Background()
-	pod.Labels = map[string]string{"app": "guarded"}
-	if err := c.Client.Update(ctx, pod); err != nil {
-		t.Fatal(err)
-	}
 	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "guarded", Namespace: pod.Namespace},
 		Spec: policyv1.PodDisruptionBudgetSpec{MaxUnavailable: ios(intstr.FromInt32(0)),
 			Selector: &metav1.LabelSelector{MatchLabels: pod.Labels}}}
-	vap := &admissionregistrationv1.ValidatingAdmissionPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: "guard"},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
-			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
-			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
-				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
-					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-					Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods/eviction"}},
-				},
-			}}},
-			Validations: []admissionregistrationv1.Validation{{
-				Expression: fmt.Sprintf("!(request.namespace == %q && request.name == %q)", pod.Namespace, pod.Name),
-				Message:    "refused by the guard: this pod is not to be evicted",
-			}},
-		},
-	}
-	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "guard"},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: "guard",
-			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}},
-	}
-	for _, obj := range []client.Object{pdb, vap, binding} {
+	for _, obj := range append([]client.Object{pdb}, evictionguard.Objects("guard", pod, "refused by the guard: this pod is not to be evicted")...) {
 		if err := c.Client.Create(ctx, obj); err != nil {
 			t.Fatal(err)
 		}
@@ -216,11 +192,17 @@ func TestFailedJobPodOnARebootedNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	// As the kubelet reports it: terminated with exit code 1. (With a pod IP, kwok leaves the
-	// pod's status alone.)
-	job.Status = corev1.PodStatus{Phase: corev1.PodFailed, PodIP: "10.244.0.99", Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}},
-		ContainerStatuses: []corev1.ContainerStatus{{Name: "report", Image: "report",
-			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error"}}}}}
-	if err := c.Client.Status().Update(ctx, job); err != nil {
+	// pod's status alone; it may have written it once already, hence the retries.)
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(job), job); err != nil {
+			return err
+		}
+		job.Status = corev1.PodStatus{Phase: corev1.PodFailed, PodIP: "10.244.0.99", Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}},
+			ContainerStatuses: []corev1.ContainerStatus{{Name: "report", Image: "report",
+				State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error"}}}}}
+		return c.Client.Status().Update(ctx, job)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	c.waitUpdated("both nodes update", 2*time.Minute)
