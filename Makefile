@@ -155,7 +155,7 @@ controlplane: ## Build (once) and print the cached etcd + kube-apiserver directo
 	@$(KUBEBUILDER_ASSETS_CMD)
 
 .PHONY: test
-test: manifests generate fmt vet ## Run all tests against a real API server (envtest); builds helm and promtool once for the chart's and alert rules' tests.
+test: manifests generate fmt vet ## Run all tests against a real API server (envtest); builds helm, promtool and krew once for the chart's, alert rules' and plugin release's tests.
 	HELM="$$($(MAKE) --no-print-directory -s helm)" PROMTOOL="$$($(MAKE) --no-print-directory -s promtool)" KREW="$$($(MAKE) --no-print-directory -s krew)" KUBEBUILDER_ASSETS="$$($(KUBEBUILDER_ASSETS_CMD))" go test $(GO_TEST_FLAGS) ./... -timeout 30m
 
 .PHONY: test-e2e
