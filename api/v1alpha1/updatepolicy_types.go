@@ -256,6 +256,15 @@ type DrainSpec struct {
 	GracePeriodSeconds *int64 `json:"gracePeriodSeconds,omitempty"`
 }
 
+// TimeoutAction is what a drain that outlasts its timeout does: Force only when asked, else
+// Abort (the API server's default, and what an object written without it gets).
+func (d DrainSpec) TimeoutAction() DrainTimeoutAction {
+	if d.OnTimeout == DrainTimeoutForce {
+		return DrainTimeoutForce
+	}
+	return DrainTimeoutAbort
+}
+
 // HealthSpec controls how a node is judged healthy after its reboot.
 type HealthSpec struct {
 	// readyTimeout is how long a node may take from its reboot to being Ready on the target

@@ -36,7 +36,6 @@ import (
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers"
-	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
 	"github.com/bottlerocket-ops/update-operator/test/framework/audit"
 	"github.com/bottlerocket-ops/update-operator/test/framework/deploy"
 	"github.com/bottlerocket-ops/update-operator/test/framework/hostsim"
@@ -241,7 +240,7 @@ func (w world) reported() int {
 func (w world) unavailable() int {
 	count := 0
 	for _, n := range w.snapshot().Nodes {
-		if kubeutil.NodeUnavailable(n.Node) || (n.BRN != nil && n.BRN.Status.Phase.Unavailable()) {
+		if n.Unavailable() {
 			count++
 		}
 	}

@@ -180,7 +180,7 @@ func (f *flight) stepDraining() {
 	reason, message := f.drainHold(res)
 	spec := f.policy.Drain
 	if f.deadline(durationOr(spec.Timeout, DefaultDrainTimeout)) {
-		if spec.OnTimeout == v1alpha1.DrainTimeoutForce {
+		if spec.TimeoutAction() == v1alpha1.DrainTimeoutForce {
 			f.move(v1alpha1.PhaseRebooting, v1alpha1.ActionReboot, v1alpha1.ReasonWaitingForReboot,
 				fmt.Sprintf("drain timed out with %s; rebooting anyway (onTimeout: Force)", left(res)))
 			return

@@ -318,7 +318,7 @@ func (c *Checker) charge(f *fleet) []int {
 	out := make([]int, len(f.Nodes))
 	for i, n := range f.Nodes {
 		name := n.Node.Name
-		if !unavailable(n) {
+		if !n.Unavailable() {
 			delete(c.charged, name)
 		} else if _, ok := c.charged[name]; !ok {
 			switch {
@@ -329,7 +329,7 @@ func (c *Checker) charge(f *fleet) []int {
 			}
 		}
 		out[i] = f.governor[i]
-		if p, ok := byName[c.charged[name]]; ok && unavailable(n) {
+		if p, ok := byName[c.charged[name]]; ok && n.Unavailable() {
 			out[i] = p
 		}
 	}
@@ -354,7 +354,7 @@ func (c *Checker) Instant(s Snapshot) (peak int, out []Violation) {
 				governed++
 				zones[zone]++
 			}
-			if f.charged[i] == p && unavailable(n) {
+			if f.charged[i] == p && n.Unavailable() {
 				down = append(down, n.Node.Name)
 				zoneDown[zone]++
 			}
@@ -399,8 +399,9 @@ func holdsCordon(phase v1alpha1.NodePhase) bool {
 	return phase == v1alpha1.PhaseDraining || phase == v1alpha1.PhaseRebooting || phase == v1alpha1.PhaseVerifying
 }
 
-// unavailable reports whether a node consumes a disruption slot.
-func unavailable(n Node) bool {
+// Unavailable reports whether a node consumes a disruption slot, from what the cluster shows:
+// cordoned or not Ready, whoever caused it, or in a phase that disrupts it.
+func (n Node) Unavailable() bool {
 	return kubeutil.NodeUnavailable(n.Node) || (n.BRN != nil && n.BRN.Status.Phase.Unavailable())
 }
 
@@ -436,7 +437,7 @@ func (f *fleet) checkDrain(p, i int) []Violation {
 			waveNodes += b2i(inWave)
 		}
 		switch {
-		case f.charged[j] == p && unavailable(n): // counted from the world, whatever governs it now
+		case f.charged[j] == p && n.Unavailable(): // counted from the world, whatever governs it now
 			used++
 			zoneUsed += b2i(inZone)
 			waveUsed += b2i(inWave)

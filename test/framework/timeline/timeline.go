@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
-	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
 	"github.com/bottlerocket-ops/update-operator/test/framework/invariants"
 )
 
@@ -104,7 +103,7 @@ func (r *Recorder) Observe(s invariants.Snapshot) {
 			phase = n.BRN.Status.Phase
 		}
 		now.phases[phaseIndex(phase)]++
-		if kubeutil.NodeUnavailable(n.Node) || phase.Unavailable() {
+		if n.Unavailable() {
 			now.unavailable++
 		}
 		if n.BRN != nil && n.BRN.Status.Wave != "" && phase.Unavailable() {

@@ -425,7 +425,7 @@ func (e *env) addBlockers(ctx context.Context, c client.Client, p *v1alpha1.Upda
 			return err
 		}
 		others := schedulable - 1 // the node itself is schedulable until it is cordoned
-		n.WouldRefuseDrain = drainBlockers(pods, refused, pdbs.Items, others, p.Spec.Drain.OnTimeout)
+		n.WouldRefuseDrain = drainBlockers(pods, refused, pdbs.Items, others, p.Spec.Drain.TimeoutAction())
 	}
 	return nil
 }
@@ -437,9 +437,6 @@ func (e *env) addBlockers(ctx context.Context, c client.Client, p *v1alpha1.Upda
 func drainBlockers(pods []corev1.Pod, refused []controllers.RefusedPod, pdbs []policyv1.PodDisruptionBudget, otherSchedulable int,
 	onTimeout v1alpha1.DrainTimeoutAction) []string {
 	var out []string
-	if onTimeout == "" { // the API server's default
-		onTimeout = v1alpha1.DrainTimeoutAbort
-	}
 	for _, r := range refused {
 		out = append(out, fmt.Sprintf("pod %s/%s %s: it is never evicted, the drain times out (onTimeout: %s)",
 			r.Pod.Namespace, r.Pod.Name, r.Why, onTimeout))

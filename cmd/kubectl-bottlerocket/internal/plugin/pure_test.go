@@ -365,7 +365,7 @@ func TestDrainBlockers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := drainBlockers(tt.pods, tt.refused, tt.pdbs, tt.others, tt.onTimeout); strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+			if got := drainBlockers(tt.pods, tt.refused, tt.pdbs, tt.others, v1alpha1.DrainSpec{OnTimeout: tt.onTimeout}.TimeoutAction()); strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}
 		})
@@ -407,7 +407,7 @@ func TestDrainBlockersNamePodsTheDrainLeaves(t *testing.T) {
 			if slices.Sort(evict); !slices.Equal(evict, tt.evict) {
 				t.Errorf("evicted: got %q, want %q", evict, tt.evict)
 			}
-			if got := drainBlockers(pods, refused, nil, 3, tt.spec.OnTimeout); !slices.Equal(got, tt.want) {
+			if got := drainBlockers(pods, refused, nil, 3, tt.spec.TimeoutAction()); !slices.Equal(got, tt.want) {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}
 		})
