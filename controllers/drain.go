@@ -285,8 +285,17 @@ func (r *RolloutReconciler) budgetRefused(ctx context.Context, h *drain.Helper, 
 			pod.Namespace, pod.Name, describePDBs(pdbNames(pdbs))))
 		return
 	}
-	res.EvictedPDBs = append(res.EvictedPDBs, pdbNames(pdbs)...)
-	if err := r.completeEviction(ctx, pod, h.GracePeriodSeconds, granted); err != nil {
+	err := r.completeEviction(ctx, pod, h.GracePeriodSeconds, granted)
+	switch {
+	case err == nil:
+		res.EvictedPDBs = append(res.EvictedPDBs, pdbNames(pdbs)...)
+	case apierrors.IsForbidden(err): // the opt-in role is not granted: the budget lets the pod go in time
+		evictionsBlocked.Inc()
+		refuse(res, v1alpha1.ReasonEvictionBlocked, fmt.Sprintf("eviction of pod %s/%s was granted by PodDisruptionBudget %s but not carried out; "+
+			"the budget refuses it until the disruption controller gives the disruption up (about 2 minutes), as the controller may not delete pods "+
+			"to complete it (config/rbac/complete-evictions): %v", pod.Namespace, pod.Name, granted, err))
+	default:
+		res.EvictedPDBs = append(res.EvictedPDBs, pdbNames(pdbs)...)
 		refuse(res, v1alpha1.ReasonDrainRefused, err.Error())
 	}
 }

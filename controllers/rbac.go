@@ -11,8 +11,9 @@ package controllers
 // +kubebuilder:rbac:groups=updates.bottlerocket.aws,resources=bottlerocketnodes,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=updates.bottlerocket.aws,resources=bottlerocketnodes/status,verbs=get;patch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;patch
-// Pods are deleted only to complete an eviction the API server granted but did not carry out.
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;delete
+// Pods are not deleted but by eviction. Completing an eviction the API server granted but did
+// not carry out needs pods' delete too: an opt-in role, config/rbac/complete-evictions.
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list
 // +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
 // +kubebuilder:rbac:groups=apps,resources=daemonsets,verbs=get
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list

@@ -40,14 +40,15 @@ func main() {
 	install := flag.String("install", "dist/install.yaml", "the rendered install manifest")
 	monitor := flag.String("monitor", "config/prometheus/monitor.yaml", "the ServiceMonitor (optional in the install, a value in the chart)")
 	rules := flag.String("rules", "config/prometheus/rules.yaml", "the alert rules, written as a PrometheusRule beside them and into the chart")
+	evictions := flag.String("complete-evictions", "config/rbac/complete-evictions/role.yaml", "the opt-in role that completes granted evictions (optional in the install, a value in the chart)")
 	chart := flag.String("chart", "charts/bottlerocket-update-operator", "the chart's directory")
 	flag.Parse()
-	if err := run(*install, *monitor, *rules, *chart); err != nil {
+	if err := run(*install, *monitor, *rules, *evictions, *chart); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(installPath, monitorPath, rulesPath, chartDir string) error {
+func run(installPath, monitorPath, rulesPath, evictionsPath, chartDir string) error {
 	objs, err := decodeFile(installPath)
 	if err != nil {
 		return err
@@ -61,6 +62,11 @@ func run(installPath, monitorPath, rulesPath, chartDir string) error {
 		return err
 	}
 	mons = append(mons, rule)
+	optional, err := decodeFile(evictionsPath)
+	if err != nil {
+		return err
+	}
+	mons = append(mons, optional...)
 	files := map[string][]byte{}
 	v := newValues()
 	for _, o := range objs {
@@ -202,6 +208,10 @@ func generate(o map[string]any, v *values) (string, []byte, error) {
 		mapAt(o, "metadata")["name"] = t.value(nsExpr)
 	case "PriorityClass":
 		cond = ".Values.priorityClass.create"
+	case "ClusterRole", "ClusterRoleBinding":
+		if strings.HasSuffix(nameOf(o), "-complete-evictions") {
+			cond = ".Values.controller.completeGrantedEvictions"
+		}
 	case "NetworkPolicy":
 		cond = ".Values.networkPolicy.enabled"
 	case "Service":

@@ -67,6 +67,11 @@ commonAnnotations: {}
 # controller: the cluster-wide controller (a Deployment; one replica leads).
 controller:
   replicas:<controller.replicas>
+  # completeGrantedEvictions lets the controller delete pods, which it does only to complete
+  # an eviction the API server granted but did not carry out (config/rbac/complete-evictions).
+  # Off, such a pod waits for the disruption controller to give the disruption up (about two
+  # minutes), and the node's status names it meanwhile.
+  completeGrantedEvictions: false
   resources:<controller.resources>
   nodeSelector:<controller.nodeSelector>
   tolerations:<controller.tolerations>

@@ -427,3 +427,24 @@ func TestNetworkPolicyValue(t *testing.T) {
 		t.Error("NetworkPolicy rendered with networkPolicy.enabled=false")
 	}
 }
+
+// TestCompleteGrantedEvictionsValue: the controller may delete pods only when asked, through
+// the opt-in role, bound to its service account in the chart's namespace.
+func TestCompleteGrantedEvictionsValue(t *testing.T) {
+	const name = "bottlerocket-update-operator-complete-evictions"
+	if objs := render(t, nil); has(objs, "ClusterRole", name) || has(objs, "ClusterRoleBinding", name) {
+		t.Error("the pod-deleting role is rendered by default")
+	}
+	objs := render(t, map[string]any{"controller": map[string]any{"completeGrantedEvictions": true}, "namespace": map[string]any{"name": "ops"}})
+	var role rbacv1.ClusterRole
+	convert(t, find(t, objs, "ClusterRole", name), &role)
+	if len(role.Rules) != 1 || !slices.Equal(role.Rules[0].Resources, []string{"pods"}) || !slices.Equal(role.Rules[0].Verbs, []string{"delete"}) {
+		t.Errorf("the opt-in role grants %+v, want pods delete only", role.Rules)
+	}
+	var binding rbacv1.ClusterRoleBinding
+	convert(t, find(t, objs, "ClusterRoleBinding", name), &binding)
+	want := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: controller, Namespace: "ops"}
+	if binding.RoleRef.Name != name || len(binding.Subjects) != 1 || binding.Subjects[0] != want {
+		t.Errorf("the opt-in role is bound to %+v (role %s), want %+v", binding.Subjects, binding.RoleRef.Name, want)
+	}
+}

@@ -4,11 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
@@ -19,6 +25,8 @@ import (
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers"
+	"github.com/bottlerocket-ops/update-operator/test/framework/deploy"
+	"github.com/bottlerocket-ops/update-operator/test/framework/testenv"
 )
 
 // TestControllerFlowOnItsOwnRole runs the controller on a token of its own service account,
@@ -136,16 +144,82 @@ func TestControllerFlowOnItsOwnRole(t *testing.T) {
 		return nil
 	})
 
+	// A pod on the node whose eviction the API server granted (its PodDisruptionBudget counts it
+	// disrupted) but did not carry out: the API server crashed between the two writes.
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "flow-app", Namespace: "default", Labels: map[string]string{"app": "flow-app"}},
+		Spec: corev1.PodSpec{NodeName: node.Name, Containers: []corev1.Container{{Name: "app", Image: "app"}},
+			TerminationGracePeriodSeconds: ptr.To[int64](0)}, // no kubelet here confirms a graceful deletion
+	}
+	createFixture(ctx, t, pod)
+	// Running: the API server evicts a Pending pod without asking its budget.
+	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	if err := env.Client.Status().Update(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	pdb := &policyv1.PodDisruptionBudget{
+		ObjectMeta: metav1.ObjectMeta{Name: "flow-app", Namespace: "default"},
+		Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(1)),
+			Selector: &metav1.LabelSelector{MatchLabels: pod.Labels}},
+	}
+	createFixture(ctx, t, pdb)
+	pdb.Status = policyv1.PodDisruptionBudgetStatus{ObservedGeneration: pdb.Generation, CurrentHealthy: 1, DesiredHealthy: 1, ExpectedPods: 1,
+		DisruptedPods: map[string]metav1.Time{pod.Name: metav1.Now()}}
+	if err := env.Client.Status().Update(ctx, pdb); err != nil {
+		t.Fatal(err)
+	}
+
 	report("the agent reports the target staged", func(a *v1alpha1.AgentStatus) {
 		a.LastAction = &v1alpha1.AgentAction{Action: v1alpha1.ActionStage, TargetVersion: "1.26.0", Result: v1alpha1.ActionSucceeded, Time: metav1.Now()}
 		a.StagedVersion, a.UpdateState, a.ObservedGeneration = "1.26.0", v1alpha1.HostStateStaged, brn.Generation
 	})
-	// Staged, then a disruption slot: cordon, a drain over no pods, the reboot intent.
+	// Staged, then a disruption slot: cordon, and a drain that cannot complete the granted
+	// eviction on the default role, which may not delete pods. It says so, and why.
+	eventually(t, "the drain names the pod whose granted eviction it may not complete", func() error {
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: node.Name}, &brn); err != nil {
+			return err
+		}
+		if brn.Status.Phase != v1alpha1.PhaseDraining || brn.Status.Reason != v1alpha1.ReasonEvictionBlocked ||
+			!strings.Contains(brn.Status.Message, "default/flow-app was granted") || !strings.Contains(brn.Status.Message, "config/rbac/complete-evictions") {
+			return fmt.Errorf("phase %s (%s: %s)", brn.Status.Phase, brn.Status.Reason, brn.Status.Message)
+		}
+		return nil
+	})
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
+		t.Fatalf("the pod is gone without the opt-in role: %v", err)
+	}
+
+	// The opt-in role, as a user applies it: the controller completes the eviction.
+	optIn := optInObjects(t)
+	for _, o := range optIn {
+		if err := apply(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { deleteFixture(t, o) })
+	}
 	waitPhase(v1alpha1.PhaseRebooting, v1alpha1.ActionReboot)
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(pod), pod); !apierrors.IsNotFound(err) {
+		t.Fatalf("the granted eviction was not completed (err %v)", err)
+	}
 	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(node), node); err != nil {
 		t.Fatal(err)
 	}
 	if !node.Spec.Unschedulable || node.Annotations[v1alpha1.AnnotationCordonedBy] == "" {
 		t.Fatalf("the node is not cordoned by the operator: unschedulable=%v annotations=%v", node.Spec.Unschedulable, node.Annotations)
 	}
+}
+
+// optInObjects renders config/rbac/complete-evictions, the role that lets the controller
+// complete granted evictions.
+func optInObjects(t *testing.T) []*unstructured.Unstructured {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "complete-evictions", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := deploy.Decode(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return objs
 }

@@ -675,7 +675,7 @@ func TestRolesGrantOnlyWhatIsUsed(t *testing.T) {
 	}{
 		{"bottlerocket-update-operator-controller-role", map[string][]string{
 			"/nodes":         {"get", "list", "patch", "watch"},
-			"/pods":          {"delete", "get", "list"},
+			"/pods":          {"get", "list"},
 			"/pods/eviction": {"create"},
 			"apiextensions.k8s.io/customresourcedefinitions (bottlerocketshadows.brupop.bottlerocket.aws)": {"get"},
 			"apps/daemonsets":                                    {"get"},
