@@ -25,7 +25,7 @@ import (
 
 // BenchmarkAgentIdleRSS starts the real binary in -agent mode against a real API server and a
 // simulated host, waits until it has reported and refreshed several times while idle, and
-// reports its resident memory (target: 30 MiB) — split into anonymous memory (the Go heap and
+// reports its resident memory (target: at most 30 MiB) — split into anonymous memory (the Go heap and
 // runtime) and file-backed pages (the binary's code and read-only data it touched) — and CPU
 // time per idle refresh.
 func BenchmarkAgentIdleRSS(b *testing.B) {
