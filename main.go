@@ -28,6 +28,7 @@ import (
 	updatesv1alpha1 "github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers"
 	"github.com/bottlerocket-ops/update-operator/internal/buildinfo"
+	"github.com/bottlerocket-ops/update-operator/internal/metricsauth"
 	"github.com/bottlerocket-ops/update-operator/internal/residency"
 )
 
@@ -56,6 +57,7 @@ type options struct {
 
 	metricsAddr          string
 	metricsRuntime       bool
+	metricsSecure        bool
 	probeAddr            string
 	leaderElect          bool
 	leaderElectionNS     string
@@ -71,7 +73,8 @@ func main() {
 	flag.BoolVar(&o.controller, "controller", false, "Run the cluster-wide controller.")
 	flag.BoolVar(&o.agent, "agent", false, "Run the per-node agent (DaemonSet).")
 	flag.BoolVar(&o.version, "version", false, "Print the version and commit this binary was built from, and exit.")
-	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
+	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to; 0 disables it.")
+	flag.BoolVar(&o.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS to clients the API server authenticates and authorises (get on the non-resource URL /metrics); false serves plain HTTP to anyone who reaches the port.")
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
 	flag.BoolVar(&o.leaderElect, "leader-elect", false, "Controller: elect a leader so that only one replica acts.")
 	flag.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "Controller: namespace of the leader election lease (default: the pod's namespace).")
@@ -108,6 +111,17 @@ func main() {
 	}
 }
 
+// metrics configures the metrics endpoint: by default HTTPS (a self-signed certificate made
+// at start) whose clients the API server authenticates (TokenReview) and authorises
+// (SubjectAccessReview), as the API server's own metrics are.
+func (o options) metrics() metricsserver.Options {
+	m := metricsserver.Options{BindAddress: o.metricsAddr, SecureServing: o.metricsSecure}
+	if o.metricsSecure {
+		m.FilterProvider = metricsauth.Provider(clock.RealClock{})
+	}
+	return m
+}
+
 // serve adds the health and readiness probes and runs the manager until signalled.
 func serve(mgr ctrl.Manager) error {
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -128,7 +142,7 @@ func runController(o options) error {
 		OperatorNamespace: o.operatorNamespace,
 	}, ctrl.Options{
 		Scheme:                  controllerScheme(),
-		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
+		Metrics:                 o.metrics(),
 		HealthProbeBindAddress:  o.probeAddr,
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        controllers.LeaderElectionID,
@@ -166,7 +180,7 @@ func runAgent(o options) error {
 		RefreshInterval: refresh,
 	}, ctrl.Options{
 		Scheme:                 agentScheme(),
-		Metrics:                metricsserver.Options{BindAddress: o.metricsAddr},
+		Metrics:                o.metrics(),
 		HealthProbeBindAddress: o.probeAddr,
 	})
 	if err != nil {

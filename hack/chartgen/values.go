@@ -37,8 +37,9 @@ log:
   level:<log.level>
   format:<log.format>
 
-# metrics: each component serves Prometheus metrics on :8080 behind a Service; disabled, the
-# endpoint is turned off and the Services are not rendered.
+# metrics: each component serves Prometheus metrics on :8443 behind a Service, over HTTPS, to
+# clients whose bearer token the API server accepts and who may get /metrics (bind the
+# ClusterRole bottlerocket-update-operator-metrics-reader to your Prometheus). Disabled, the endpoint is turned off and the Services are not rendered.
 metrics:
   enabled: true
   # serviceMonitor for the Prometheus operator (needs its CRDs).

@@ -51,7 +51,8 @@ func BenchmarkAgentIdleRSS(b *testing.B) {
 
 	cmd := exec.Command(bin, "-agent", "-node-name", "node-a", "-kubeconfig", kc,
 		"-api-socket", filepath.Join(dir, "api.sock"), "-boot-id-file", filepath.Join(dir, "boot_id"),
-		"-refresh-interval", "200ms", "-metrics-bind-address", "0", "-health-probe-bind-address", "127.0.0.1:0")
+		// Metrics served as installed (HTTPS, a certificate made at start), on a free loopback port.
+		"-refresh-interval", "200ms", "-metrics-bind-address", "127.0.0.1:0", "-health-probe-bind-address", "127.0.0.1:0")
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}

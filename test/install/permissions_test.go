@@ -667,7 +667,8 @@ func createEvent(ns string) func(context.Context, client.Client) error {
 // TestRolesGrantOnlyWhatIsUsed pins the verbs of the two ClusterRoles: the controller and the
 // agent write with patch (merge patch or server-side apply), never update, so no role grants
 // update but on updatepolicies/finalizers, which the API server asks of whoever sets a
-// finalizer. TestControllerFlowOnItsOwnRole and TestAgentConfinement prove the roles suffice.
+// finalizer. TestControllerFlowOnItsOwnRole and TestAgentConfinement prove the roles suffice;
+// TestMetricsAreServedToTheirReadersOnly that both may ask who scrapes their metrics.
 func TestRolesGrantOnlyWhatIsUsed(t *testing.T) {
 	for _, tc := range []struct {
 		role string
@@ -679,6 +680,8 @@ func TestRolesGrantOnlyWhatIsUsed(t *testing.T) {
 			"/pods/eviction": {"create"},
 			"apiextensions.k8s.io/customresourcedefinitions (bottlerocketshadows.brupop.bottlerocket.aws)": {"get"},
 			"apps/daemonsets":                                    {"get"},
+			"authentication.k8s.io/tokenreviews":                 {"create"},
+			"authorization.k8s.io/subjectaccessreviews":          {"create"},
 			"events.k8s.io/events":                               {"create", "patch"},
 			"policy/poddisruptionbudgets":                        {"get", "list"},
 			"updates.bottlerocket.aws/bottlerocketnodes":         {"create", "delete", "get", "list", "patch", "watch"},
@@ -688,6 +691,8 @@ func TestRolesGrantOnlyWhatIsUsed(t *testing.T) {
 			"updates.bottlerocket.aws/updatepolicies/finalizers": {"update"},
 		}},
 		{"bottlerocket-update-operator-agent-role", map[string][]string{
+			"authentication.k8s.io/tokenreviews":                {"create"},
+			"authorization.k8s.io/subjectaccessreviews":         {"create"},
 			"updates.bottlerocket.aws/bottlerocketnodes":        {"get", "list", "watch"},
 			"updates.bottlerocket.aws/bottlerocketnodes/status": {"patch"},
 		}},
