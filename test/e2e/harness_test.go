@@ -74,15 +74,15 @@ type cluster struct {
 }
 
 // newCluster starts the stack — a local cluster with the operator installed from its
-// manifests, the controller (its own service account, leader election), nodes simulated
+// manifests (or as options say, e.g. from its Helm chart), the controller (its own service account, leader election), nodes simulated
 // Bottlerocket hosts whose agents use tokens bound to the agent DaemonSet's pods, and the
 // workload: a Deployment with one pod per node guarded by a PodDisruptionBudget allowing one
 // disruption — with the watcher following the cluster from before the controller starts.
-func newCluster(t *testing.T, nodes int, hc hostsim.Config) *cluster {
+func newCluster(t *testing.T, nodes int, hc hostsim.Config, options ...func(*stack.Options)) *cluster {
 	t.Helper()
 	logs.start()
 	c := &cluster{t: t}
-	s, err := stack.Start(context.Background(), stack.Options{
+	opts := stack.Options{
 		Nodes: nodes, Host: hc, RefreshInterval: time.Second,
 		Controller: controllers.Options{PollInterval: 200 * time.Millisecond},
 		Workloads:  stack.Web,
@@ -92,7 +92,11 @@ func newCluster(t *testing.T, nodes int, hc hostsim.Config) *cluster {
 			}
 			return err
 		},
-	})
+	}
+	for _, o := range options {
+		o(&opts)
+	}
+	s, err := stack.Start(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,6 @@
 // Package deploy installs the operator into a local cluster as a user would (the manifests of
-// dist/install.yaml: namespace, CRDs, service accounts, RBAC, admission policy, agent
-// DaemonSet), for components that run in this process, and gives each of them the identity
+// dist/install.yaml, or the Helm chart: namespace, CRDs, service accounts, RBAC, admission
+// policy, agent DaemonSet), for components that run in this process, and gives each of them the identity
 // those manifests define: the controller a token of its service account, each agent a token
 // of the agent's service account bound to the DaemonSet's pod on its node, as the kubelet
 // mounts it. Requests are then authorized by the installed RBAC and the agents' writes
@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"time"
@@ -80,6 +81,30 @@ func Apply(ctx context.Context, cfg *rest.Config, c client.Client) (*Install, er
 			return nil, fmt.Errorf("installing %s %s: %w", o.GetKind(), client.ObjectKeyFromObject(o), err)
 		}
 	}
+	return follow(ctx, cfg)
+}
+
+// HelmRelease is the release name HelmInstall installs the chart as.
+const HelmRelease = "bottlerocket-update-operator"
+
+// HelmInstall installs the operator with `helm install` of charts/bottlerocket-update-operator,
+// as a user would, into the cluster of kubeconfig (an admin; cfg is the same), with the
+// controller's Deployment scaled to none (the controller runs in this process), and follows the
+// agent DaemonSet's pods until ctx ends. helm is the helm binary; its cache, configuration and
+// data go to dir.
+func HelmInstall(ctx context.Context, cfg *rest.Config, helm, kubeconfig, dir string) (*Install, error) {
+	cmd := exec.CommandContext(ctx, helm, "install", HelmRelease, filepath.Join(testenv.RepoRoot(), "charts", "bottlerocket-update-operator"),
+		"--namespace", "default", "--set", "controller.replicas=0")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "HELM_CACHE_HOME="+filepath.Join(dir, "helm-cache"),
+		"HELM_CONFIG_HOME="+filepath.Join(dir, "helm-config"), "HELM_DATA_HOME="+filepath.Join(dir, "helm-data"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("helm install: %w\n%s", err, out)
+	}
+	return follow(ctx, cfg)
+}
+
+// follow starts following the agent DaemonSet's pods of an installed operator.
+func follow(ctx context.Context, cfg *rest.Config) (*Install, error) {
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("creating a client: %w", err)

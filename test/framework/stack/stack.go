@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -70,6 +71,9 @@ type Options struct {
 	BinDir string
 	// Light runs etcd + kube-apiserver only, with admin credentials and no workloads.
 	Light bool
+	// Helm, when set, is a helm binary that installs the operator from its chart with `helm
+	// install`, instead of applying dist/install.yaml (not with Light).
+	Helm string
 	// Before, when set, is called before each step starts, with a context that ends when
 	// the stack stops: to report progress, or to start a watcher that sees the controller,
 	// the fleet and the workloads arrive (StepController). An error ends Start.
@@ -118,6 +122,9 @@ type Stack struct {
 func Start(ctx context.Context, opts Options) (*Stack, error) {
 	if opts.Light && opts.Workloads != nil {
 		return nil, errors.New("starting a stack: Light runs no workloads (no scheduler, no kubelets)")
+	}
+	if opts.Light && opts.Helm != "" {
+		return nil, errors.New("starting a stack: Light installs nothing (no kube-controller-manager runs the agents' DaemonSet)")
 	}
 	if opts.Controller.Clock == nil {
 		opts.Controller.Clock = clock.RealClock{}
@@ -199,10 +206,16 @@ func (s *Stack) startCluster(ctx context.Context) error {
 	return nil
 }
 
-// install installs the operator from dist/install.yaml; it follows the agent DaemonSet's pods
+// install installs the operator from dist/install.yaml or, with Helm, its chart; it follows the agent DaemonSet's pods
 // until the stack stops.
 func (s *Stack) install(context.Context) error {
-	in, err := deploy.Apply(s.ctx, s.Config, s.Client)
+	var in *deploy.Install
+	var err error
+	if s.opts.Helm != "" {
+		in, err = deploy.HelmInstall(s.ctx, s.Config, s.opts.Helm, s.Kubeconfig, filepath.Dir(s.Kubeconfig))
+	} else {
+		in, err = deploy.Apply(s.ctx, s.Config, s.Client)
+	}
 	if err != nil {
 		return fmt.Errorf("installing the operator: %w", err)
 	}
