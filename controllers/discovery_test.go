@@ -4,6 +4,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
@@ -21,9 +22,9 @@ var _ = Describe("Node discovery", func() {
 		Eventually(func(g Gomega) {
 			node := getNode(g, current)
 			g.Expect(node.Labels).To(HaveKeyWithValue(v1alpha1.LabelInterfaceVersion, v1alpha1.InterfaceVersion))
-			brn := getBRN(g, current)
-			g.Expect(brn.OwnerReferences).To(ContainElement(SatisfyAll(
-				HaveField("Kind", "Node"), HaveField("Name", current), HaveField("UID", node.UID))))
+			// No owner: the garbage collector would delete it with its Node, before a deletion
+			// mid-update is recorded.
+			g.Expect(getBRN(g, current).OwnerReferences).To(BeEmpty())
 		}).Should(Succeed())
 
 		By("reporting a host without the update API as unsupported, without the agent's label")
@@ -51,5 +52,31 @@ var _ = Describe("Node discovery", func() {
 		Eventually(func(g Gomega) {
 			g.Expect(getBRN(g, name).UID).NotTo(Equal(first.UID))
 		}).Should(Succeed(), "recreated while the Node stays as it was")
+	})
+
+	It("removes the BottlerocketNode of a Node that went while the controller was away", func(ctx SpecContext) {
+		f := newFleet()
+		// As the controller left it: a node idle under no policy, whose Node is gone since.
+		brn := &v1alpha1.BottlerocketNode{ObjectMeta: metav1.ObjectMeta{Name: f.name("gone")}, Spec: v1alpha1.BottlerocketNodeSpec{Action: v1alpha1.ActionNone}}
+		Expect(k8s.Create(ctx, brn)).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(brn), &v1alpha1.BottlerocketNode{}))
+		}).Should(BeTrue())
+	})
+
+	It("removes the owner reference to its Node an earlier release gave a BottlerocketNode", func(ctx SpecContext) {
+		f := newFleet()
+		name := f.addNode("br", osImage)
+		node := getNode(Default, name)
+		Eventually(func(g Gomega) {
+			brn := getBRN(g, name)
+			brn.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: name, UID: node.UID}}
+			g.Expect(k8s.Update(ctx, brn)).To(Succeed())
+		}).Should(Succeed())
+		// The Node's next change (here a label of someone's) makes discovery look at it again.
+		patch := client.MergeFrom(node.DeepCopy())
+		node.Labels["team"] = "payments"
+		Expect(k8s.Patch(ctx, node, patch)).To(Succeed())
+		Eventually(func(g Gomega) { g.Expect(getBRN(g, name).OwnerReferences).To(BeEmpty()) }).Should(Succeed())
 	})
 })

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -11,7 +12,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -74,10 +74,11 @@ func (r *NodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	return ctrl.Result{}, r.markUnsupported(ctx, brn, version)
 }
 
-// forget deletes the BottlerocketNode of a Node that is gone. The owner reference lets the
-// garbage collector do this too; doing it here frees the node's slot at once. A node deleted
-// while we held it cordoned is left to the rollout controller, which records the failure in
-// its policy's status first (status.deletedNodes) and then deletes it.
+// forget deletes the BottlerocketNode of a Node that is gone. A node deleted while we held it
+// cordoned is left to the rollout controller, which records the failure in its policy's status
+// first (status.deletedNodes) and then deletes it. This is why a BottlerocketNode has no owner
+// reference to its Node: the garbage collector would delete it at once, before the failure is
+// recorded, or while the controller is away.
 func (r *NodeReconciler) forget(ctx context.Context, name string) error {
 	brn := &v1alpha1.BottlerocketNode{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	switch err := r.Client.Get(ctx, client.ObjectKeyFromObject(brn), brn); {
@@ -111,24 +112,33 @@ func (r *NodeReconciler) label(ctx context.Context, node *corev1.Node) error {
 	return nil
 }
 
-// ensureBRN returns the node's BottlerocketNode, created (owned by the Node) if missing.
+// ensureBRN returns the node's BottlerocketNode, created if missing (see forget: it has no
+// owner); it removes the owner reference to the Node an earlier release gave it.
 func (r *NodeReconciler) ensureBRN(ctx context.Context, node *corev1.Node, version string) (*v1alpha1.BottlerocketNode, error) {
 	brn := &v1alpha1.BottlerocketNode{ObjectMeta: metav1.ObjectMeta{Name: node.Name}}
 	err := r.Client.Get(ctx, client.ObjectKeyFromObject(brn), brn)
 	switch {
 	case apierrors.IsNotFound(err):
 		brn.Spec.Action = v1alpha1.ActionNone
-		if err := controllerutil.SetOwnerReference(node, brn, r.Client.Scheme()); err != nil {
-			return nil, fmt.Errorf("owning BottlerocketNode %s by its Node: %w", node.Name, err)
-		}
 		if err := r.Client.Create(ctx, brn, client.FieldOwner(FieldManager)); err != nil && !apierrors.IsAlreadyExists(err) {
 			return nil, fmt.Errorf("creating BottlerocketNode %s: %w", node.Name, err)
 		}
 		log.FromContext(ctx).Info("Created BottlerocketNode", "version", version)
 	case err != nil:
 		return nil, fmt.Errorf("reading BottlerocketNode %s: %w", node.Name, err)
+	case slices.ContainsFunc(brn.OwnerReferences, ownedByNode):
+		patch := client.MergeFromWithOptions(brn.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		brn.OwnerReferences = slices.DeleteFunc(brn.OwnerReferences, ownedByNode)
+		if err := r.Client.Patch(ctx, brn, patch, client.FieldOwner(FieldManager)); err != nil {
+			return nil, fmt.Errorf("removing the owner reference of BottlerocketNode %s to its Node: %w", node.Name, err)
+		}
+		log.FromContext(ctx).Info("Removed the BottlerocketNode's owner reference to its Node")
 	}
 	return brn, nil
+}
+
+func ownedByNode(ref metav1.OwnerReference) bool {
+	return ref.Kind == "Node" && ref.APIVersion == "v1"
 }
 
 // markUnsupported says on the BottlerocketNode that its host is too old to be updated.
@@ -150,9 +160,9 @@ func (r *NodeReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("node-discovery").
 		For(&corev1.Node{}).
-		// A BottlerocketNode deleted by hand comes back at once, not at the Node's next change.
+		// A BottlerocketNode deleted by hand comes back at once, not at the Node's next change;
+		// one whose Node went while the controller was away is looked at when it starts.
 		Watches(&v1alpha1.BottlerocketNode{}, &handler.EnqueueRequestForObject{}, builder.WithPredicates(predicate.Funcs{
-			CreateFunc:  func(event.CreateEvent) bool { return false },
 			UpdateFunc:  func(event.UpdateEvent) bool { return false },
 			GenericFunc: func(event.GenericEvent) bool { return false },
 		})).

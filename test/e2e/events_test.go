@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -124,6 +125,15 @@ func refuseEviction(t *testing.T, c *cluster, pod *corev1.Pod) {
 // it is recorded in the policy's status.deletedNodes (NodeDeleted), counts toward the failure
 // budget, and the rest of the fleet updates.
 func TestNodeDeletedMidUpdate(t *testing.T) {
+	t.Run("controller running", func(t *testing.T) { nodeDeletedMidUpdate(t, false) })
+	// The controller is away when the Node goes (a crash, an upgrade of the operator), and
+	// the garbage collector has run by the time it is back: the deletion is still recorded,
+	// not lost with the node's BottlerocketNode.
+	t.Run("controller away", func(t *testing.T) { nodeDeletedMidUpdate(t, true) })
+}
+
+func nodeDeletedMidUpdate(t *testing.T, controllerAway bool) {
+	ctx := context.Background()
 	hc := host
 	hc.RebootDuration = 4 * time.Second
 	c := newCluster(t, 4, hc)
@@ -131,6 +141,21 @@ func TestNodeDeletedMidUpdate(t *testing.T) {
 	p.Spec.FailurePolicy.MaxFailedNodes = 2
 	c.apply(p)
 	gone := c.waitRebooting()
+	var node corev1.Node
+	if err := c.Client.Get(ctx, client.ObjectKey{Name: gone}, &node); err != nil {
+		t.Fatal(err)
+	}
+	// A BottlerocketNode the Node owns, made while the controller is away (it would delete one
+	// without a Node of its name): once the garbage collector has deleted it, it watches
+	// BottlerocketNodes and has dealt with whatever else of them the Node owned.
+	probe := &v1alpha1.BottlerocketNode{ObjectMeta: metav1.ObjectMeta{Name: "gc-probe-" + gone,
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: gone, UID: node.UID}}}}
+	if controllerAway {
+		c.StopController()
+		if err := c.Client.Create(ctx, probe); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// The instance is gone: its agent and host stop, and its Node is deleted.
 	for _, n := range c.Fleet.Nodes {
 		if n.Name == gone {
@@ -138,8 +163,18 @@ func TestNodeDeletedMidUpdate(t *testing.T) {
 			n.Host.Close()
 		}
 	}
-	if err := c.Client.Delete(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: gone}}); err != nil {
+	if err := c.Client.Delete(ctx, &node); err != nil {
 		t.Fatal(err)
+	}
+	if controllerAway {
+		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			err := c.Client.Get(ctx, client.ObjectKeyFromObject(probe), probe)
+			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+		})
+		if err != nil {
+			t.Fatalf("waiting for the garbage collector to delete what the Node owned: %v", err)
+		}
+		c.startController()
 	}
 	c.waitFor("the deleted node is recorded and the rest update", 2*time.Minute, func(w world) bool {
 		if slices.ContainsFunc(w.brns, func(b v1alpha1.BottlerocketNode) bool { return b.Name == gone }) || len(w.brns) != 3 {
