@@ -89,11 +89,7 @@ func render(t *testing.T, values map[string]any, extra ...string) []*unstructure
 // installManifest returns the objects of dist/install.yaml.
 func installManifest(t *testing.T) []*unstructured.Unstructured {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "dist", "install.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	objs, err := deploy.Decode(b)
+	objs, err := deploy.DecodeFile(filepath.Join(testenv.RepoRoot(), "dist", "install.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -213,11 +212,7 @@ func TestControllerFlowOnItsOwnRole(t *testing.T) {
 // complete granted evictions.
 func optInObjects(t *testing.T) []*unstructured.Unstructured {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "complete-evictions", "role.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	objs, err := deploy.Decode(raw)
+	objs, err := deploy.DecodeFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "complete-evictions", "role.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -118,10 +118,14 @@ func follow(ctx context.Context, cfg *rest.Config) (*Install, error) {
 
 // manifests reads the rendered install manifests.
 func manifests() ([]*unstructured.Unstructured, error) {
-	path := filepath.Join(testenv.RepoRoot(), "dist", "install.yaml")
+	return DecodeFile(filepath.Join(testenv.RepoRoot(), "dist", "install.yaml"))
+}
+
+// DecodeFile reads the manifests in a file (see Decode).
+func DecodeFile(path string) ([]*unstructured.Unstructured, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading the install manifests: %w", err)
+		return nil, fmt.Errorf("reading manifests: %w", err)
 	}
 	objs, err := Decode(data)
 	if err != nil {
