@@ -42,7 +42,7 @@ func controllerScheme() *runtime.Scheme {
 }
 
 // agentScheme holds the one type the agent reads and writes, its BottlerocketNode: a copy of
-// the built-in ones would be half of its heap.
+// the built-in ones (about 0.5 MB of heap) would be kept for nothing on every node.
 func agentScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	utilruntime.Must(updatesv1alpha1.AddToScheme(s))
