@@ -302,6 +302,9 @@ const maxMessage = 1024
 // clipMessage cuts a message to maxMessage characters: a host's error text or an API error
 // may be longer, and a status the API refuses would leave the node where it is.
 func clipMessage(s string) string {
+	if len(s) <= maxMessage { // bytes: no more characters than that
+		return s
+	}
 	if r := []rune(s); len(r) > maxMessage {
 		return string(r[:maxMessage-1]) + "…"
 	}

@@ -61,32 +61,37 @@ func (pp *policyPass) needs(brn *v1alpha1.BottlerocketNode, a *v1alpha1.AgentSta
 func (pp *policyPass) quorumRelease() string {
 	hosts := map[string]int{}
 	reporting := 0
+	var versions []string
 	for _, i := range pp.members {
 		a := pp.agent(i)
 		if a == nil {
 			continue
 		}
 		reporting++
-		for _, v := range hostReleases(a) {
+		versions = hostVersions(a, versions[:0])
+		for _, v := range versions {
 			hosts[v]++
 		}
 	}
 	newest := ""
-	for v, n := range hosts {
-		if 2*n > reporting && (newest == "" || v1alpha1.CompareVersions(v, newest) > 0) {
+	for v, n := range hosts { // few distinct versions: each is checked once
+		if 2*n > reporting && v1alpha1.IsReleaseVersion(v) && (newest == "" || v1alpha1.CompareVersions(v, newest) > 0) {
 			newest = v
 		}
 	}
 	return newest
 }
 
-// hostReleases returns the releases a host is offered or runs, each once.
-func hostReleases(a *v1alpha1.AgentStatus) []string {
-	out := make([]string, 0, len(a.AvailableVersions)+1)
-	for _, v := range append([]string{a.CurrentVersion}, a.AvailableVersions...) {
-		if v1alpha1.IsReleaseVersion(v) && !slices.Contains(out, v) {
-			out = append(out, v)
+// hostVersions appends to buf the versions a host is offered or runs, each once, as it
+// reports them (quorumRelease checks which are releases).
+func hostVersions(a *v1alpha1.AgentStatus, buf []string) []string {
+	if a.CurrentVersion != "" {
+		buf = append(buf, a.CurrentVersion)
+	}
+	for _, v := range a.AvailableVersions {
+		if !slices.Contains(buf, v) {
+			buf = append(buf, v)
 		}
 	}
-	return out
+	return buf
 }
