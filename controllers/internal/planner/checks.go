@@ -15,7 +15,6 @@ type candidate struct {
 	wave    int
 	last    bool // the controller's node
 	retried bool // failed before: goes after its wave's first-timers
-	name    string
 	staged  bool
 }
 
@@ -37,31 +36,16 @@ var drainChecks = slices.Concat(commonChecks, []check{
 // admit walks the candidates in order (wave, then first-timers before retried nodes, the
 // controller's node last, then name) through their checks, and admits those that pass.
 func (pp *policyPass) admit(classes []nodeClass, out []NodeDecision) {
-	var cands []candidate
-	for k, i := range pp.members {
-		if classes[k] != classCandidate && classes[k] != classStaged {
-			continue
-		}
-		brn := pp.in.Nodes[i].BRN
-		cands = append(cands, candidate{
-			k: k, i: i, wave: pp.waveOf[k], name: out[i].Name,
-			last:    out[i].Name == pp.in.ControllerNode,
-			retried: brn.Status.FailureCount > 0,
-			staged:  classes[k] == classStaged,
-		})
-	}
-	slices.SortFunc(cands, compareCandidates)
-	for ci := range cands {
-		c := &cands[ci]
+	for _, c := range pp.candidates(classes, out) {
 		d := &out[c.i]
 		checks := stageChecks
 		if c.staged {
 			checks = drainChecks
 		}
-		if blocked, reason, message := pp.runChecks(checks, c); blocked {
+		if blocked, reason, message := pp.runChecks(checks, &c); blocked {
 			d.Reason, d.Message = reason, message
 		} else {
-			pp.take(c, d)
+			pp.take(&c, d)
 		}
 		if d.Reason != v1alpha1.ReasonTargetNotOffered && len(pp.report.NextNodes) < maxNextNodes {
 			pp.report.NextNodes = append(pp.report.NextNodes, d.Name)
@@ -69,16 +53,45 @@ func (pp *policyPass) admit(classes []nodeClass, out []NodeDecision) {
 	}
 }
 
-func compareCandidates(a, b candidate) int {
-	switch {
-	case a.wave != b.wave:
-		return a.wave - b.wave
-	case a.last != b.last:
-		return boolOrder(a.last)
-	case a.retried != b.retried:
-		return boolOrder(a.retried)
+// candidates returns the nodes that may be admitted, in the order admit walks them. The
+// members are in name order, so a stable placement by (wave, controller's node, retried)
+// orders them: no comparison sort.
+func (pp *policyPass) candidates(classes []nodeClass, out []NodeDecision) []candidate {
+	bucket := func(c *candidate) int {
+		b := c.wave * 4
+		if c.last {
+			b += 2
+		}
+		if c.retried {
+			b++
+		}
+		return b
 	}
-	return strings.Compare(a.name, b.name)
+	starts := make([]int, len(pp.waves)*4+1)
+	cands := make([]candidate, 0, len(pp.members))
+	for k, i := range pp.members {
+		if classes[k] != classCandidate && classes[k] != classStaged {
+			continue
+		}
+		c := candidate{
+			k: k, i: i, wave: pp.waveOf[k],
+			last:    out[i].Name == pp.in.ControllerNode,
+			retried: pp.in.Nodes[i].BRN.Status.FailureCount > 0,
+			staged:  classes[k] == classStaged,
+		}
+		starts[bucket(&c)+1]++
+		cands = append(cands, c)
+	}
+	for b := 1; b < len(starts); b++ {
+		starts[b] += starts[b-1]
+	}
+	ordered := make([]candidate, len(cands))
+	for _, c := range cands {
+		b := bucket(&c)
+		ordered[starts[b]] = c
+		starts[b]++
+	}
+	return ordered
 }
 
 func boolOrder(b bool) int {

@@ -1,7 +1,6 @@
 package planner
 
 import (
-	"container/heap"
 	"time"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
@@ -39,11 +38,11 @@ type etaInput struct {
 func estimateCompletion(in etaInput) time.Time {
 	slots := &timeHeap{}
 	for _, t := range in.cooling {
-		heap.Push(slots, t)
+		slots.push(t)
 	}
 	for _, w := range in.waves {
 		for _, t := range w.busy {
-			heap.Push(slots, t.Add(in.pause))
+			slots.push(t.Add(in.pause))
 		}
 	}
 	start, end := in.now, time.Time{}
@@ -52,7 +51,7 @@ func estimateCompletion(in etaInput) time.Time {
 		waveSlots := &timeHeap{}
 		for _, t := range w.busy {
 			waveEnd = laterOf(waveEnd, t)
-			heap.Push(waveSlots, t)
+			waveSlots.push(t)
 		}
 		windows := windowCursor{windows: w.windows}
 		for range w.waiting {
@@ -68,8 +67,8 @@ func estimateCompletion(in etaInput) time.Time {
 			if in.started != nil {
 				in.started(k, t, back)
 			}
-			heap.Push(slots, back.Add(in.pause))
-			heap.Push(waveSlots, back)
+			slots.push(back.Add(in.pause))
+			waveSlots.push(back)
 			waveEnd, start = laterOf(waveEnd, back), t
 		}
 		end = laterOf(end, waveEnd)
@@ -84,8 +83,8 @@ func estimateCompletion(in etaInput) time.Time {
 // and returns when that is (zero when a slot is free already).
 func takeSlot(slots *timeHeap, limit int) time.Time {
 	var t time.Time
-	for slots.Len() >= limit && slots.Len() > 0 {
-		t = laterOf(t, heap.Pop(slots).(time.Time))
+	for len(*slots) >= limit && len(*slots) > 0 {
+		t = laterOf(t, slots.pop())
 	}
 	return t
 }
@@ -123,18 +122,42 @@ func (c *windowCursor) startAt(t time.Time, d time.Duration, fit bool) time.Time
 	return time.Time{}
 }
 
-// timeHeap is a min-heap of times.
+// timeHeap is a min-heap of times (typed: container/heap would box every time it holds).
 type timeHeap []time.Time
 
-func (h timeHeap) Len() int           { return len(h) }
-func (h timeHeap) Less(i, j int) bool { return h[i].Before(h[j]) }
-func (h timeHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *timeHeap) Push(x any)        { *h = append(*h, x.(time.Time)) }
-func (h *timeHeap) Pop() any {
-	old := *h
-	t := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return t
+func (h *timeHeap) push(t time.Time) {
+	*h = append(*h, t)
+	s := *h
+	for j := len(s) - 1; j > 0; {
+		parent := (j - 1) / 2
+		if !s[j].Before(s[parent]) {
+			break
+		}
+		s[j], s[parent] = s[parent], s[j]
+		j = parent
+	}
+}
+
+func (h *timeHeap) pop() time.Time {
+	s := *h
+	top, n := s[0], len(s)-1
+	s[0] = s[n]
+	s = s[:n]
+	for j := 0; ; {
+		least := j
+		for _, c := range [2]int{2*j + 1, 2*j + 2} {
+			if c < n && s[c].Before(s[least]) {
+				least = c
+			}
+		}
+		if least == j {
+			break
+		}
+		s[j], s[least] = s[least], s[j]
+		j = least
+	}
+	*h = s
+	return top
 }
 
 // expectedDisruption is how long a node's disruption (Draining to Updated) is expected to

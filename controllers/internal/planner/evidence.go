@@ -59,13 +59,14 @@ type Probe struct {
 // governed any more are not probed: the plan releases them.
 func Probes(in Input) []Probe {
 	passes := preparePolicies(&in, nil) // selectors only: no node is observed twice a pass
+	idx := newSelectorIndex(passes)
 	var probes []Probe
 	for i, ns := range in.Nodes {
 		brn := ns.BRN
 		if brn == nil || !brn.Status.Phase.Unavailable() {
 			continue
 		}
-		j := governor(passes, ns.Node)
+		j := idx.governor(ns.Node)
 		if j < 0 {
 			continue
 		}

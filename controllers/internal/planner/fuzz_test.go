@@ -2,6 +2,7 @@ package planner
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -129,7 +130,8 @@ func fuzzNode(b *fuzzBytes, i int, now time.Time) NodeState {
 }
 
 // FuzzPlanner plans arbitrary fleets: nothing panics, every node gets one decision, no
-// admission breaks an invariant, and the same input gives the same plan.
+// admission breaks an invariant, and the same input gives the same plan, whatever the order
+// of its nodes.
 func FuzzPlanner(f *testing.F) {
 	f.Add([]byte{3, 1, 0, 1, 2, 0, 3, 1, 2, 1, 0, 1, 1, 9, 9, 9})
 	f.Add([]byte("a longer seed that makes several policies, waves and windows appear"))
@@ -148,6 +150,10 @@ func FuzzPlanner(f *testing.F) {
 		if again := Compute(in); fmt.Sprint(again) != fmt.Sprint(plan) {
 			t.Fatalf("not deterministic")
 		}
+		if reversed := Compute(reversedNodes(in)); fmt.Sprint(reversed.Policies) != fmt.Sprint(plan.Policies) ||
+			fmt.Sprint(reversedDecisions(reversed.Nodes)) != fmt.Sprint(plan.Nodes) {
+			t.Fatalf("the plan depends on the order the nodes are given in")
+		}
 		if len(plan.Nodes) != len(in.Nodes) {
 			t.Fatalf("%d decisions for %d nodes", len(plan.Nodes), len(in.Nodes))
 		}
@@ -159,4 +165,17 @@ func FuzzPlanner(f *testing.F) {
 			t.Errorf("%s", v)
 		}
 	})
+}
+
+// reversedNodes returns in with its nodes in reverse order.
+func reversedNodes(in Input) Input {
+	in.Nodes = slices.Clone(in.Nodes)
+	slices.Reverse(in.Nodes)
+	return in
+}
+
+func reversedDecisions(d []NodeDecision) []NodeDecision {
+	d = slices.Clone(d)
+	slices.Reverse(d)
+	return d
 }

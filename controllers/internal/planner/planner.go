@@ -11,6 +11,7 @@ package planner
 
 import (
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -275,8 +276,13 @@ func optionalTime(t time.Time) *metav1.Time {
 	return &mt
 }
 
-// Compute plans one pass. It is deterministic and reads nothing but its input.
+// Compute plans one pass. It is deterministic and reads nothing but its input. It reads the
+// nodes in name order (candidates and waves are filled in that order): given them sorted, as
+// the controller does, it sorts nothing.
 func Compute(in Input) Plan {
+	if !slices.IsSortedFunc(in.Nodes, byName) {
+		return computeUnsorted(in)
+	}
 	plan := Plan{
 		Nodes:    make([]NodeDecision, len(in.Nodes)),
 		Policies: make(map[string]PolicyReport, len(in.Policies)),
@@ -293,6 +299,30 @@ func Compute(in Input) Plan {
 	for i := range plan.Nodes {
 		plan.Nodes[i].Message = clipMessage(plan.Nodes[i].Message)
 	}
+	return plan
+}
+
+func byName(a, b NodeState) int { return strings.Compare(a.Node.Name, b.Node.Name) }
+
+// computeUnsorted plans nodes given in any order: it plans them in name order and returns
+// the decisions in input order.
+func computeUnsorted(in Input) Plan {
+	order := make([]int, len(in.Nodes))
+	for i := range order {
+		order[i] = i
+	}
+	nodes := in.Nodes
+	slices.SortFunc(order, func(a, b int) int { return byName(nodes[a], nodes[b]) })
+	in.Nodes = make([]NodeState, len(nodes))
+	for k, i := range order {
+		in.Nodes[k] = nodes[i]
+	}
+	plan := Compute(in)
+	decisions := make([]NodeDecision, len(plan.Nodes))
+	for k, i := range order {
+		decisions[i] = plan.Nodes[k]
+	}
+	plan.Nodes = decisions
 	return plan
 }
 

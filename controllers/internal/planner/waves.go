@@ -2,7 +2,6 @@ package planner
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -95,10 +94,7 @@ func (pp *policyPass) assignWaves() {
 			pp.waves[pp.waveOf[k]].nodes++
 		}
 	}
-	slices.SortFunc(unassigned, func(a, b int) int {
-		return strings.Compare(pp.views[pp.members[a]].name, pp.views[pp.members[b]].name)
-	})
-	unassigned = pp.fillCountWaves(unassigned)
+	unassigned = pp.fillCountWaves(unassigned) // in name order, as the members are
 	for _, k := range unassigned {
 		pp.waveOf[k] = last
 		pp.waves[last].nodes++
