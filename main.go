@@ -59,6 +59,7 @@ type options struct {
 	metricsRuntime       bool
 	metricsSecure        bool
 	probeAddr            string
+	pprofAddr            string
 	leaderElect          bool
 	leaderElectionNS     string
 	nodeName             string
@@ -76,6 +77,7 @@ func main() {
 	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to; 0 disables it.")
 	flag.BoolVar(&o.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS to clients the API server authenticates and authorises (get on the non-resource URL /metrics); false serves plain HTTP to anyone who reaches the port.")
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
+	flag.StringVar(&o.pprofAddr, "pprof-bind-address", "", "Controller: address to serve Go's profiles on (/debug/pprof/); empty disables them.")
 	flag.BoolVar(&o.leaderElect, "leader-elect", false, "Controller: elect a leader so that only one replica acts.")
 	flag.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "Controller: namespace of the leader election lease (default: the pod's namespace).")
 	flag.StringVar(&o.operatorNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"), "Controller: namespace of the operator's own pods, which are never evicted.")
@@ -144,6 +146,7 @@ func runController(o options) error {
 		Scheme:                  controllerScheme(),
 		Metrics:                 o.metrics(),
 		HealthProbeBindAddress:  o.probeAddr,
+		PprofBindAddress:        o.pprofAddr,
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        controllers.LeaderElectionID,
 		LeaderElectionNamespace: o.leaderElectionNS,

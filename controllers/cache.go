@@ -1,14 +1,23 @@
 package controllers
 
 import (
+	"maps"
+	"slices"
+	"strings"
+
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 )
 
 // CacheOptions keeps the controller's memory proportional to what it uses: managed fields are
-// dropped from every cached object, and Nodes keep only what decisions read (labels,
-// annotations, spec, conditions, node info) — not their images, addresses or capacity.
+// dropped from every cached object, and Nodes keep only what the controller reads (see
+// stripNode).
 func CacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
@@ -18,19 +27,53 @@ func CacheOptions() cache.Options {
 	}
 }
 
+// stripNode keeps of a Node what the controller reads: its name, labels (any may be
+// selected), the annotations of this operator and of the autoscalers it guards against, its
+// spec but for its pod CIDRs and provider ID, its Ready condition, and of its node info the OS
+// image and boot ID. A Node as EKS registers it holds, besides, some forty images,
+// addresses, capacity, three more conditions and the annotations of other controllers.
 func stripNode(obj any) (any, error) {
 	node, ok := obj.(*corev1.Node)
 	if !ok {
 		return obj, nil
 	}
 	node.ManagedFields = nil
-	node.Status.Images = nil
-	node.Status.Addresses = nil
-	node.Status.Capacity = nil
-	node.Status.Allocatable = nil
-	node.Status.VolumesAttached = nil
-	node.Status.VolumesInUse = nil
-	node.Status.DaemonEndpoints = corev1.NodeDaemonEndpoints{}
-	node.Spec.PodCIDRs = nil
+	maps.DeleteFunc(node.Annotations, func(key, _ string) bool { return !readAnnotation(key) })
+	node.Spec.PodCIDR, node.Spec.PodCIDRs, node.Spec.ProviderID = "", nil, ""
+	node.Status = corev1.NodeStatus{
+		Conditions: slices.DeleteFunc(node.Status.Conditions, func(c corev1.NodeCondition) bool { return c.Type != corev1.NodeReady }),
+		NodeInfo:   corev1.NodeSystemInfo{OSImage: node.Status.NodeInfo.OSImage, BootID: node.Status.NodeInfo.BootID},
+	}
 	return node, nil
+}
+
+// readAnnotation reports whether the controller reads a Node annotation: its own, and those it
+// sets to keep autoscalers away.
+func readAnnotation(key string) bool {
+	return strings.HasPrefix(key, v1alpha1.GroupVersion.Group+"/") ||
+		key == v1alpha1.AnnotationKarpenterDoNotDisrupt || key == v1alpha1.AnnotationClusterAutoscalerScaleDownDisabled
+}
+
+// nodeChanges passes on the updates of a Node that change what a pass reads of it (see
+// nodeChanged): a kubelet posts its status again every few minutes with nothing but new
+// heartbeat times, and across a fleet of 15,000 such updates each replanning the fleet kept
+// the controller busy.
+var nodeChanges = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	a, okA := e.ObjectOld.(*corev1.Node)
+	b, okB := e.ObjectNew.(*corev1.Node)
+	return !okA || !okB || nodeChanged(a, b)
+}}
+
+// nodeChanged reports whether b differs from a in anything the controller reads of a Node:
+// its labels, annotations, spec, deletion, node info, or conditions but for their heartbeat
+// times.
+func nodeChanged(a, b *corev1.Node) bool {
+	return !maps.Equal(a.Labels, b.Labels) || !maps.Equal(a.Annotations, b.Annotations) ||
+		!a.DeletionTimestamp.Equal(b.DeletionTimestamp) ||
+		!equality.Semantic.DeepEqual(a.Spec, b.Spec) ||
+		!equality.Semantic.DeepEqual(a.Status.NodeInfo, b.Status.NodeInfo) ||
+		!slices.EqualFunc(a.Status.Conditions, b.Status.Conditions, func(x, y corev1.NodeCondition) bool {
+			return x.Type == y.Type && x.Status == y.Status && x.Reason == y.Reason && x.Message == y.Message &&
+				x.LastTransitionTime.Equal(&y.LastTransitionTime)
+		})
 }

@@ -27,8 +27,8 @@ import (
 // leave it alone, in one patch. A node somebody else cordoned stays theirs: it is not recorded
 // as ours, so it is never uncordoned by us. Autoscaler annotations somebody else set are
 // likewise left to them: the operator sets only those the node lacks, and records which.
-func (r *RolloutReconciler) cordon(ctx context.Context, node *corev1.Node) error {
-	orig := node.DeepCopy()
+func (r *RolloutReconciler) cordon(ctx context.Context, cached *corev1.Node) error {
+	orig, node := cached, cached.DeepCopy() // the pass's Nodes are the cache's own: see read
 	if node.Annotations == nil {
 		node.Annotations = map[string]string{}
 	}
@@ -39,7 +39,6 @@ func (r *RolloutReconciler) cordon(ctx context.Context, node *corev1.Node) error
 		changed = true
 	}
 	if !changed {
-		node.Annotations = orig.Annotations
 		return nil
 	}
 	if err := r.Client.Patch(ctx, node, client.MergeFrom(orig), client.FieldOwner(FieldManager)); err != nil {
@@ -50,14 +49,14 @@ func (r *RolloutReconciler) cordon(ctx context.Context, node *corev1.Node) error
 
 // release uncordons the node if, and only if, the operator cordoned it, and unless keepGuard
 // removes the autoscaler annotations the operator set. It reports whether it changed anything.
-func (r *RolloutReconciler) release(ctx context.Context, node *corev1.Node, keepGuard bool) (bool, error) {
-	_, cordoned := node.Annotations[v1alpha1.AnnotationCordonedBy]
-	_, guarded := node.Annotations[v1alpha1.AnnotationAutoscalerGuard]
+func (r *RolloutReconciler) release(ctx context.Context, cached *corev1.Node, keepGuard bool) (bool, error) {
+	_, cordoned := cached.Annotations[v1alpha1.AnnotationCordonedBy]
+	_, guarded := cached.Annotations[v1alpha1.AnnotationAutoscalerGuard]
 	dropGuard := guarded && !keepGuard
 	if !cordoned && !dropGuard {
 		return false, nil
 	}
-	patch := client.MergeFrom(node.DeepCopy())
+	patch, node := client.MergeFrom(cached), cached.DeepCopy() // the cache's own: see read
 	if cordoned {
 		node.Spec.Unschedulable = false
 		delete(node.Annotations, v1alpha1.AnnotationCordonedBy)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -12,6 +14,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -74,7 +77,7 @@ func (r *RolloutReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("rollout").
 		Watches(&v1alpha1.UpdatePolicy{}, fleet).
 		Watches(&v1alpha1.BottlerocketNode{}, fleet).
-		Watches(&corev1.Node{}, fleet).
+		Watches(&corev1.Node{}, fleet, builder.WithPredicates(nodeChanges)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
 		Complete(r)
 }
@@ -127,11 +130,16 @@ func (r *RolloutReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 }
 
 // read lists what a pass decides from, at the time of the pass (the API keeps seconds; so do
-// we, to compare).
+// we, to compare). The Nodes and BottlerocketNodes are the cache's own objects, not copies (a
+// copy of the fleet on every pass was most of a pass's cost at 15,000 nodes): nothing of the
+// pass may change them in place; what is written is a copy (DeepCopy before any change).
 func (r *RolloutReconciler) read(ctx context.Context) (*world, error) {
 	w := &world{now: r.Clock.Now().Truncate(time.Second)}
-	for what, list := range map[string]client.ObjectList{"UpdatePolicies": &w.policies, "Nodes": &w.nodes, "BottlerocketNodes": &w.brns} {
-		if err := r.Client.List(ctx, list); err != nil {
+	if err := r.Client.List(ctx, &w.policies); err != nil {
+		return nil, fmt.Errorf("listing UpdatePolicies: %w", err)
+	}
+	for what, list := range map[string]client.ObjectList{"Nodes": &w.nodes, "BottlerocketNodes": &w.brns} {
+		if err := r.Client.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, fmt.Errorf("listing %s: %w", what, err)
 		}
 	}
@@ -180,13 +188,21 @@ func plannerInput(now time.Time, nodes []corev1.Node, brns []v1alpha1.Bottlerock
 	}
 	in := planner.Input{Now: now, Policies: active, ControllerNode: controllerNode}
 	exists := make(map[string]bool, len(nodes))
+	supported := map[string]bool{} // by OS image: a fleet runs a few versions
 	for i := range nodes {
 		n := &nodes[i]
 		exists[n.Name] = true
 		if !kubeutil.NodeUnavailable(n) {
 			in.SchedulableNodes++
 		}
-		if version, ok := bottlerocketVersion(n); ok && v1alpha1.CompareVersions(version, minSupportedVersion) >= 0 {
+		image := n.Status.NodeInfo.OSImage
+		ok, known := supported[image]
+		if !known {
+			version, bottlerocket := bottlerocketVersion(n)
+			ok = bottlerocket && v1alpha1.CompareVersions(version, minSupportedVersion) >= 0
+			supported[image] = ok
+		}
+		if ok {
 			in.Nodes = append(in.Nodes, planner.NodeState{Node: n, BRN: byName[n.Name]})
 		}
 	}
@@ -195,6 +211,8 @@ func plannerInput(now time.Time, nodes []corev1.Node, brns []v1alpha1.Bottlerock
 			in.Deleted = append(in.Deleted, brn)
 		}
 	}
+	// The planner reads nodes in name order; the cache lists them in no order.
+	slices.SortFunc(in.Nodes, func(a, b planner.NodeState) int { return strings.Compare(a.Node.Name, b.Node.Name) })
 	return in
 }
 
