@@ -4,6 +4,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"unique"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -38,6 +39,7 @@ func stripNode(obj any) (any, error) {
 		return obj, nil
 	}
 	node.ManagedFields = nil
+	node.Labels = interned(node.Labels)
 	maps.DeleteFunc(node.Annotations, func(key, _ string) bool { return !readAnnotation(key) })
 	node.Spec.PodCIDR, node.Spec.PodCIDRs, node.Spec.ProviderID = "", nil, ""
 	node.Status = corev1.NodeStatus{
@@ -45,6 +47,20 @@ func stripNode(obj any) (any, error) {
 		NodeInfo:   corev1.NodeSystemInfo{OSImage: node.Status.NodeInfo.OSImage, BootID: node.Status.NodeInfo.BootID},
 	}
 	return node, nil
+}
+
+// interned returns labels with each key and value held once by the process: a fleet's Nodes
+// carry the same twenty-odd keys, and mostly the same values (zone, instance type, node group),
+// which each Node decoded holds a copy of otherwise.
+func interned(labels map[string]string) map[string]string {
+	if labels == nil {
+		return nil
+	}
+	out := make(map[string]string, len(labels))
+	for k, v := range labels {
+		out[unique.Make(k).Value()] = unique.Make(v).Value()
+	}
+	return out
 }
 
 // readAnnotation reports whether the controller reads a Node annotation: its own, and those it

@@ -73,15 +73,14 @@ func scope(in Input, passes []*policyPass, out []NodeDecision) (disrupted []int)
 		if brn := in.Nodes[i].BRN; brn != nil {
 			d.From = brn.Status.Phase
 		}
-		if g := governed[i]; g >= 0 {
+		switch g := governed[i]; {
+		case g >= 0:
 			passes[g].members = append(passes[g].members, i)
 			continue
-		}
-		matched = idx.matching(n, matched[:0])
-		switch {
-		case len(matched) == 0:
+		case g == selectedByNone:
 			idle(d, v1alpha1.ReasonNotGoverned, "no UpdatePolicy selects this node")
-		case len(matched) > 1:
+		case g == selectedBySeveral:
+			matched = idx.matching(n, matched[:0])
 			for _, a := range matched {
 				for _, b := range matched {
 					if a != b {
@@ -107,16 +106,31 @@ func scope(in Input, passes []*policyPass, out []NodeDecision) (disrupted []int)
 	return disrupted
 }
 
-// govern returns the index of each node's governing policy (-1 for none), and sizes each
-// policy's members for them.
+// What govern says of a node no policy governs.
+const (
+	selectedByNone    = -1
+	selectedBySeveral = -2
+	excludedByPerson  = -3 // selected by one policy
+)
+
+// govern returns the index of each node's governing policy, or why none governs it, and sizes
+// each policy's members for them.
 func govern(in Input, idx *selectorIndex, passes []*policyPass) []int32 {
 	governed := make([]int32, len(in.Nodes))
 	counts := make([]int, len(passes))
+	var buf [2]int
 	for i := range in.Nodes {
-		governed[i] = -1
-		if g := idx.governor(in.Nodes[i].Node); g >= 0 {
-			governed[i] = int32(g)
-			counts[g]++
+		n := in.Nodes[i].Node
+		switch matched := idx.matching(n, buf[:0]); {
+		case len(matched) == 0:
+			governed[i] = selectedByNone
+		case len(matched) > 1:
+			governed[i] = selectedBySeveral
+		case excluded(n):
+			governed[i] = excludedByPerson
+		default:
+			governed[i] = int32(matched[0])
+			counts[matched[0]]++
 		}
 	}
 	for j, p := range passes {
