@@ -164,8 +164,10 @@ test-e2e: ## Rollout scenarios on a local cluster with a simulated fleet, watche
 	go test -tags e2e ./test/e2e/ -count=1 -v -timeout 20m
 
 .PHONY: bench
-bench: ## Run the benchmarks and print their figures.
-	KUBEBUILDER_ASSETS="$$($(KUBEBUILDER_ASSETS_CMD))" go test -run '^$$' -bench . -benchmem ./...
+bench: ## Run the benchmarks and print their figures (docs/performance.md; about 25 min).
+	go test -run '^$$' -bench . -benchmem $$(go list ./... | grep -v /test/bench)
+	KUBEBUILDER_ASSETS="$$($(KUBEBUILDER_ASSETS_CMD))" go test -run '^$$' -bench AgentIdleRSS -benchtime 60x ./test/bench
+	KUBEBUILDER_ASSETS="$$($(KUBEBUILDER_ASSETS_CMD))" go test -run '^$$' -bench Controller -benchtime 1x -timeout 90m ./test/bench
 
 ##@ Build
 

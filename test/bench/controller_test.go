@@ -3,15 +3,22 @@ package bench_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -23,113 +30,319 @@ import (
 	"github.com/bottlerocket-ops/update-operator/test/framework/testenv"
 )
 
-// BenchmarkController5000 runs the real binary in -controller mode against a real API server
-// holding 5,000 Bottlerocket Nodes and their BottlerocketNodes (size: BENCH_NODES). Each
-// iteration creates a policy for a fresh batch of 50 nodes and measures the time until the
-// first intent is written. It reports the controller's resident memory (target 150 MiB), the
-// latency from policy to first intent (target 1 s), and the writes the controller makes over
-// an idle period (target 0).
-func BenchmarkController5000(b *testing.B) {
+// BenchmarkController runs the real binary in -controller mode against a real API server
+// holding a fleet of realistic EKS Bottlerocket Nodes (fleet_test.go) and their
+// BottlerocketNodes with full agent reports, at 5,000 and 15,000 nodes (BENCH_NODES: a comma
+// separated list of sizes). A fleet takes minutes to build, so the benchmark measures a fixed
+// number of samples and ignores b.N: run it with -benchtime 1x, as make bench does. It reports,
+// per size:
+//
+//   - MiB-rss: the controller's resident memory at the end (targets 120 MiB at 5,000, 250 at
+//     15,000);
+//   - s-to-first-intent: from a policy's creation to its first node's intent, the mean over
+//     ten policies of 50 nodes each (target 1 s);
+//   - s-to-first-intent-heartbeats: the same while every Node's status is posted again (a
+//     kubelet heartbeat wave): it may add at most 2 s;
+//   - ms-per-pass: the mean duration of the rollout controller's passes that have nothing to
+//     do (plan and apply; target 50 ms), from its reconcile-time metric;
+//   - idle-writes: the writes the controller makes over 10 idle seconds (target 0);
+//   - rps-idle, rps-rollout: the controller's requests per second to the API server from its
+//     audit log, while idle and over the 30 s after a policy for 100 more nodes starts its
+//     rollout (every request, reads and watches included).
+func BenchmarkController(b *testing.B) {
 	ctrl.SetLogger(logr.Discard())
-	nodes := 5000
-	if v, err := strconv.Atoi(os.Getenv("BENCH_NODES")); err == nil {
-		nodes = v
+	for _, n := range benchSizes(b, 5000, 15000) {
+		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) { benchController(b, n) })
 	}
-	const batch = 50
+}
+
+const (
+	batch          = 50 // nodes per policy
+	intentSamples  = 10 // policies whose first intent is timed
+	controllerUser = "bench-controller"
+)
+
+func benchController(b *testing.B, nodes int) {
 	dir := shortTempDir(b, "ctl")
-	env, err := testenv.Start(testenv.WithAuditLog(dir))
+	env, err := testenv.Start(testenv.WithAuditLog(dir), testenv.WithAuditPolicy(audit.Everything))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer func() { _ = env.Stop() }()
 	ctx := context.Background()
 	c := env.Client
-
-	for i := range nodes {
-		if err := createNode(ctx, c, fmt.Sprintf("n-%05d", i), strconv.Itoa(i/batch)); err != nil {
-			b.Fatal(err)
-		}
+	began := time.Now()
+	step := func(what string) {
+		b.Logf("%s: %s", what, time.Since(began).Round(time.Millisecond))
+		began = time.Now()
 	}
-	bin := buildOperator(b, dir)
-	kc := kubeconfigFor(b, env, dir, "bench-controller")
-	cmd := exec.Command(bin, "-controller", "-kubeconfig", kc, "-metrics-bind-address", "0", "-health-probe-bind-address", "127.0.0.1:0")
-	if err := cmd.Start(); err != nil {
+	if err := createFleet(ctx, c, nodes, batch); err != nil {
 		b.Fatal(err)
 	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	step("fleet created")
+	ctl := startController(b, env, dir)
+	defer ctl.stop()
+	poll(b, time.Minute, func() bool {
+		resp, err := http.Get(ctl.metrics)
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		return err == nil
+	})
+	profiled := ctl.profile(b, "discovery", 20)
 
-	// Discovery: every node labelled and given a BottlerocketNode, which the benchmark then
-	// fills with an agent's report.
-	poll(b, 5*time.Minute, func() bool {
+	// Discovery gives every node its BottlerocketNode, which the benchmark then fills with an
+	// agent's report.
+	poll(b, 15*time.Minute, func() bool {
 		var list v1alpha1.BottlerocketNodeList
 		return c.List(ctx, &list) == nil && len(list.Items) == nodes
-	})
-	for i := range nodes {
-		if err := reportAgent(ctx, c, fmt.Sprintf("n-%05d", i)); err != nil {
-			b.Fatal(err)
-		}
+	}, time.Second)
+	step("discovered")
+	if err := reportAgents(ctx, c, nodes); err != nil {
+		b.Fatal(err)
 	}
+	ctl.settle(b)
+	step("agents reported")
 
+	batches := nodes / batch
+	if batches < intentSamples+3 {
+		b.Fatalf("%d nodes make %d batches of %d: the benchmark needs %d", nodes, batches, batch, intentSamples+3)
+	}
 	var latency time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N && i < nodes/batch; i++ {
-		start := time.Now()
-		if err := c.Create(ctx, benchPolicy(i)); err != nil {
-			b.Fatal(err)
-		}
-		first := fmt.Sprintf("n-%05d", i*batch)
-		poll(b, time.Minute, func() bool {
-			var brn v1alpha1.BottlerocketNode
-			return c.Get(ctx, client.ObjectKey{Name: first}, &brn) == nil && brn.Spec.Action == v1alpha1.ActionStage
-		})
-		latency += time.Since(start)
+	for i := range intentSamples {
+		ctl.settle(b) // the controller idle: the time is the policy's alone
+		latency += firstIntent(b, c, i)
 	}
-	b.StopTimer()
+	step("first intents")
 
-	// Idle: once the last iteration's writes have landed (the count holds for a second),
-	// nothing changes in the world for an observation window of ten seconds.
-	before := -1
+	// Idle: nothing changes in the world for ten seconds.
+	ctl.settle(b)
+	idleFrom := time.Now()
+	idleWrites := writesBy(b, env, controllerUser)
+	<-time.After(10 * time.Second) // the observation window itself, not a synchronisation
+	idleWrites = writesBy(b, env, controllerUser) - idleWrites
+	idleRPS := requestRate(b, env, idleFrom, time.Now())
+
+	step("idle")
+	profiled()
+	profiled = ctl.profile(b, "passes", 10)
+	passTime := ctl.passesWithNothingToDo(b, c, 20)
+	profiled()
+	step("passes")
+
+	// A heartbeat wave: every Node's status posted again while a new policy waits for its
+	// first intent.
+	profiled = ctl.profile(b, "heartbeats", 10)
+	posted := atomic.Int64{}
+	wave := make(chan error, 1)
+	go func() { wave <- heartbeat(ctx, c, nodes, &posted) }()
+	poll(b, time.Minute, func() bool { return posted.Load() >= int64(nodes/10) })
+	underWave := firstIntent(b, c, batches-3)
+	if err := <-wave; err != nil {
+		b.Fatal(err)
+	}
+	profiled()
+	ctl.profile(b, "heap", 0)()
+	rss := vmRSS(b, ctl.cmd.Process.Pid)
+	step("heartbeat wave")
+
+	// A rollout of 100 more nodes.
+	ctl.settle(b)
+	rolloutFrom := time.Now()
+	rest := rolloutPolicy(batches-2, batches)
+	if err := c.Create(ctx, rest); err != nil {
+		b.Fatal(err)
+	}
+	<-time.After(30 * time.Second) // the observation window itself, not a synchronisation
+	rolloutRPS := requestRate(b, env, rolloutFrom, time.Now())
+
+	b.ReportMetric(rss, "MiB-rss")
+	b.ReportMetric(latency.Seconds()/intentSamples, "s-to-first-intent")
+	b.ReportMetric(underWave.Seconds(), "s-to-first-intent-heartbeats")
+	b.ReportMetric(passTime.Seconds()*1000, "ms-per-pass")
+	b.ReportMetric(float64(idleWrites), "idle-writes")
+	b.ReportMetric(idleRPS, "rps-idle")
+	b.ReportMetric(rolloutRPS, "rps-rollout")
+}
+
+// benchSizes returns the fleet sizes of BENCH_NODES, else defaults.
+func benchSizes(b *testing.B, defaults ...int) []int {
+	v := os.Getenv("BENCH_NODES")
+	if v == "" {
+		return defaults
+	}
+	var sizes []int
+	for f := range strings.SplitSeq(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			b.Fatalf("BENCH_NODES=%q: %v", v, err)
+		}
+		sizes = append(sizes, n)
+	}
+	return sizes
+}
+
+// firstIntent creates the policy of batch i and returns how long its first node waited for
+// its intent.
+func firstIntent(b *testing.B, c client.Client, i int) time.Duration {
+	ctx := context.Background()
+	start := time.Now()
+	if err := c.Create(ctx, benchPolicy(i)); err != nil {
+		b.Fatal(err)
+	}
+	first := nodeName(i * batch)
 	poll(b, time.Minute, func() bool {
-		n := writesBy(b, env, "bench-controller")
+		var brn v1alpha1.BottlerocketNode
+		return c.Get(ctx, client.ObjectKey{Name: first}, &brn) == nil && brn.Spec.Action == v1alpha1.ActionStage
+	})
+	return time.Since(start)
+}
+
+// settle waits until the controller's writes have landed: their count holds for a second.
+func (p *controllerProcess) settle(b *testing.B) {
+	before := -1.0
+	poll(b, 5*time.Minute, func() bool {
+		n := p.writes(b)
 		settled := n == before
 		before = n
 		return settled
 	}, time.Second)
-	<-time.After(10 * time.Second) // the observation window itself, not a synchronisation
-	idle := writesBy(b, env, "bench-controller") - before
-
-	b.ReportMetric(vmRSS(b, cmd.Process.Pid), "MiB-rss")
-	b.ReportMetric(latency.Seconds()/float64(min(b.N, nodes/batch)), "s-to-first-intent")
-	b.ReportMetric(float64(idle), "idle-writes")
 }
 
-func createNode(ctx context.Context, c client.Client, name, batch string) error {
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
-		"bench/batch": batch, corev1.LabelTopologyZone: "zone-" + strconv.Itoa(len(name)%3),
-	}}}
-	if err := c.Create(ctx, node); err != nil {
-		return fmt.Errorf("creating Node %s: %w", name, err)
-	}
-	node.Status = corev1.NodeStatus{
-		NodeInfo:   corev1.NodeSystemInfo{OSImage: "Bottlerocket OS 1.25.0 (aws-k8s-1.31)", BootID: "boot-" + name},
-		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady"}},
-	}
-	if err := c.Status().Update(ctx, node); err != nil {
-		return fmt.Errorf("writing the status of Node %s: %w", name, err)
-	}
-	return nil
+// controllerProcess is the operator binary running in -controller mode.
+type controllerProcess struct {
+	cmd     *exec.Cmd
+	metrics string // URL of its metrics, served over plain HTTP
+	pprof   string // URL of its profiles, with BENCH_PROFILE_DIR
 }
 
-func reportAgent(ctx context.Context, c client.Client, name string) error {
-	var brn v1alpha1.BottlerocketNode
-	if err := c.Get(ctx, client.ObjectKey{Name: name}, &brn); err != nil {
-		return err
+func startController(b *testing.B, env *testenv.Env, dir string) *controllerProcess {
+	bin := buildOperator(b, dir)
+	kc := kubeconfigFor(b, env, dir, controllerUser)
+	addr := freeAddress(b)
+	args := []string{"-controller", "-kubeconfig", kc, "-metrics-bind-address", addr, "-metrics-secure=false",
+		"-health-probe-bind-address", "127.0.0.1:0"}
+	p := &controllerProcess{metrics: "http://" + addr + "/metrics"}
+	if os.Getenv("BENCH_PROFILE_DIR") != "" {
+		pprof := freeAddress(b)
+		args = append(args, "-pprof-bind-address", pprof)
+		p.pprof = "http://" + pprof + "/debug/pprof/"
 	}
-	brn.Status.Agent = &v1alpha1.AgentStatus{
-		CurrentVersion: "1.25.0", Variant: "aws-k8s-1.31", Arch: "x86_64", BootID: "boot-" + name,
-		AvailableVersions: []string{"1.26.0", "1.25.0"}, UpdateState: v1alpha1.HostStateAvailable,
+	p.cmd = exec.Command(bin, args...)
+	if err := p.cmd.Start(); err != nil {
+		b.Fatal(err)
 	}
-	return c.Status().Update(ctx, &brn)
+	return p
+}
+
+// profile saves, with BENCH_PROFILE_DIR, the controller's CPU profile over the next seconds
+// (or its heap profile, seconds 0) into that directory as name.pprof; the returned function
+// waits for it.
+func (p *controllerProcess) profile(b *testing.B, name string, seconds int) func() {
+	if p.pprof == "" {
+		return func() {}
+	}
+	url := p.pprof + "heap"
+	if seconds > 0 {
+		url = fmt.Sprintf("%sprofile?seconds=%d", p.pprof, seconds)
+	}
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(url)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer func() { _ = resp.Body.Close() }()
+		raw, err := io.ReadAll(resp.Body)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(os.Getenv("BENCH_PROFILE_DIR"), name+".pprof"), raw, 0o600)
+		}
+		done <- err
+	}()
+	return func() {
+		if err := <-done; err != nil {
+			b.Errorf("profiling the controller (%s): %v", name, err)
+		}
+	}
+}
+
+func (p *controllerProcess) stop() { _ = p.cmd.Process.Kill(); _ = p.cmd.Wait() }
+
+// passesWithNothingToDo makes the rollout controller plan n times with nothing to do (a
+// policy's annotation changes, nothing it decides from) and returns the mean duration of its
+// passes, from controller-runtime's reconcile-time histogram.
+func (p *controllerProcess) passesWithNothingToDo(b *testing.B, c client.Client, n int) time.Duration {
+	ctx := context.Background()
+	sum0, count0 := p.reconcileTime(b)
+	count := count0
+	for k := range n {
+		var policy v1alpha1.UpdatePolicy
+		if err := c.Get(ctx, client.ObjectKey{Name: benchPolicy(0).Name}, &policy); err != nil {
+			b.Fatal(err)
+		}
+		metav1.SetMetaDataAnnotation(&policy.ObjectMeta, "bench/touch", strconv.Itoa(k))
+		if err := c.Update(ctx, &policy); err != nil {
+			b.Fatal(err)
+		}
+		before := count
+		poll(b, time.Minute, func() bool { _, count = p.reconcileTime(b); return count > before }, 100*time.Millisecond)
+	}
+	sum, count := p.reconcileTime(b)
+	return time.Duration((sum - sum0) / float64(count-count0) * float64(time.Second))
+}
+
+// scrape reads the controller's metrics.
+func (p *controllerProcess) scrape(b *testing.B) map[string]*dto.MetricFamily {
+	resp, err := http.Get(p.metrics)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		b.Fatalf("reading the controller's metrics: %v", err)
+	}
+	return families
+}
+
+// writes counts the controller's write requests so far, from client-go's request metric.
+func (p *controllerProcess) writes(b *testing.B) float64 {
+	n := 0.0
+	for _, m := range p.scrape(b)["rest_client_requests_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "method" && l.GetValue() != http.MethodGet {
+				n += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return n
+}
+
+// reconcileTime returns the sum and count of the rollout controller's reconcile times.
+func (p *controllerProcess) reconcileTime(b *testing.B) (sum float64, count uint64) {
+	for _, m := range p.scrape(b)["controller_runtime_reconcile_time_seconds"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "controller" && l.GetValue() == "rollout" {
+				return m.GetHistogram().GetSampleSum(), m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	b.Fatal("the controller's metrics have no reconcile time of the rollout controller")
+	return 0, 0
+}
+
+// requestRate is the controller's requests per second to the API server between from and to,
+// from the audit log.
+func requestRate(b *testing.B, env *testenv.Env, from, to time.Time) float64 {
+	n, err := env.CompletedWrites(func(ev audit.Event) bool {
+		return ev.User.Username == controllerUser && !ev.RequestReceived.Before(from) && ev.RequestReceived.Before(to)
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return float64(n) / to.Sub(from).Seconds()
 }
 
 func benchPolicy(i int) *v1alpha1.UpdatePolicy {
@@ -142,6 +355,20 @@ func benchPolicy(i int) *v1alpha1.UpdatePolicy {
 			MaxUnavailable: &ten,
 		},
 	}
+}
+
+// rolloutPolicy selects the batches [from, to).
+func rolloutPolicy(from, to int) *v1alpha1.UpdatePolicy {
+	var values []string
+	for i := from; i < to; i++ {
+		values = append(values, strconv.Itoa(i))
+	}
+	p := benchPolicy(from)
+	p.Name = "rollout"
+	p.Spec.NodeSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+		{Key: "bench/batch", Operator: metav1.LabelSelectorOpIn, Values: values},
+	}}
+	return p
 }
 
 // shortTempDir makes a directory removed when the benchmark ends, with a short path: Unix
@@ -193,9 +420,19 @@ func poll(b *testing.B, timeout time.Duration, cond func() bool, every ...time.D
 
 // writesBy counts the audit log's completed writes by a user.
 func writesBy(b *testing.B, env *testenv.Env, user string) int {
-	n, err := env.CompletedWrites(func(ev audit.Event) bool { return ev.User.Username == user })
+	n, err := env.CompletedWrites(func(ev audit.Event) bool { return ev.User.Username == user && ev.Write() })
 	if err != nil {
 		b.Fatal(err)
 	}
 	return n
+}
+
+// freeAddress returns a loopback address no one listened on a moment ago.
+func freeAddress(b *testing.B) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().String()
 }

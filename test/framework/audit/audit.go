@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Policy records, at metadata level, every request that changes something, but Lease
@@ -27,11 +28,28 @@ rules:
 - level: None
 `
 
+// Everything records every request at metadata level, reads and watches included, but Lease
+// renewals: for measuring the load a client puts on the API server.
+const Everything = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: None
+  resources:
+  - group: coordination.k8s.io
+    resources: [leases]
+- level: Metadata
+`
+
 // Event is the part of an API server audit event that is read here.
 type Event struct {
 	Verb  string `json:"verb"`
 	Stage string `json:"stage"`
-	User  struct {
+	// RequestReceived and StageTimestamp are when the API server received the request and
+	// when it completed the stage (for ResponseComplete: sent the response).
+	RequestReceived time.Time `json:"requestReceivedTimestamp"`
+	StageTimestamp  time.Time `json:"stageTimestamp"`
+	User            struct {
 		Username string              `json:"username"`
 		Extra    map[string][]string `json:"extra"`
 	} `json:"user"`
@@ -44,6 +62,15 @@ type Event struct {
 	ResponseStatus struct {
 		Code int `json:"code"`
 	} `json:"responseStatus"`
+}
+
+// Write reports whether the event is of a request that changes something.
+func (ev *Event) Write() bool {
+	switch ev.Verb {
+	case "create", "update", "patch", "delete", "deletecollection":
+		return true
+	}
+	return false
 }
 
 // Count counts the completed requests of an audit log that match, oldest first: the backups
