@@ -89,7 +89,7 @@ func scope(in Input, passes []*policyPass, out []NodeDecision) (disrupted []int)
 				}
 			}
 			idle(d, v1alpha1.ReasonPolicyConflict, conflictMessage(passes, matched))
-		default: // selected by one policy, but excluded
+		case g == excludedByPerson:
 			idle(d, v1alpha1.ReasonExcluded, "annotation "+v1alpha1.AnnotationExclude+"=true keeps this node from updates")
 		}
 		if brn := in.Nodes[i].BRN; brn != nil && brn.Status.Phase.Unavailable() {
@@ -143,7 +143,6 @@ func govern(in Input, idx *selectorIndex, passes []*policyPass) []int32 {
 // ten policies over 100,000 nodes, looking the key up again for each policy was most of what
 // giving nodes to policies cost.
 type selectorIndex struct {
-	passes []*policyPass
 	keys   []string               // the label keys any selector reads
 	reqs   [][]indexedRequirement // per policy; nil with an invalid selector: matches nothing
 	values []keyValue             // the node's value of each key, parallel to keys
@@ -165,7 +164,7 @@ func (kv *keyValue) Get(string) string            { return kv.value }
 func (kv *keyValue) Lookup(string) (string, bool) { return kv.value, kv.has }
 
 func newSelectorIndex(passes []*policyPass) *selectorIndex {
-	x := &selectorIndex{passes: passes, reqs: make([][]indexedRequirement, len(passes))}
+	x := &selectorIndex{reqs: make([][]indexedRequirement, len(passes))}
 	keyOf := map[string]int{}
 	for j, p := range passes {
 		if p.selector == nil {

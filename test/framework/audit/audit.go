@@ -13,9 +13,9 @@ import (
 	"time"
 )
 
-// Policy records, at metadata level, every request that changes something, but Lease
-// renewals (every node's heartbeat: most of the volume, and nothing is checked on them).
-const Policy = `apiVersion: audit.k8s.io/v1
+// withoutLeases starts a policy that records no Lease renewal (every node's heartbeat: most of
+// the volume, and nothing is checked on them).
+const withoutLeases = `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
@@ -23,22 +23,18 @@ rules:
   resources:
   - group: coordination.k8s.io
     resources: [leases]
-- level: Metadata
+`
+
+// Policy records, at metadata level, every request that changes something, but Lease
+// renewals.
+const Policy = withoutLeases + `- level: Metadata
   verbs: [create, update, patch, delete, deletecollection]
 - level: None
 `
 
 // Everything records every request at metadata level, reads and watches included, but Lease
 // renewals: for measuring the load a client puts on the API server.
-const Everything = `apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: [RequestReceived]
-rules:
-- level: None
-  resources:
-  - group: coordination.k8s.io
-    resources: [leases]
-- level: Metadata
+const Everything = withoutLeases + `- level: Metadata
 `
 
 // Event is the part of an API server audit event that is read here.
