@@ -65,6 +65,17 @@ func TestControllerFlowOnItsOwnRole(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { deleteFixture(t, &v1alpha1.BottlerocketNode{ObjectMeta: metav1.ObjectMeta{Name: node.Name}}) })
+	// Another node, not Bottlerocket, to take the evicted pods: alone in the cluster, the node's
+	// drain would say that nothing can (NoCapacity) before what holds its eviction up.
+	other := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "flow-other"}}
+	createFixture(ctx, t, other)
+	other.Status = corev1.NodeStatus{
+		NodeInfo:   corev1.NodeSystemInfo{OSImage: "Amazon Linux 2023.6.20241212"},
+		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady"}},
+	}
+	if err := env.Client.Status().Update(ctx, other); err != nil {
+		t.Fatal(err)
+	}
 
 	var brn v1alpha1.BottlerocketNode
 	eventually(t, "the node is discovered and labelled", func() error {
