@@ -215,8 +215,7 @@ func reportAgents(ctx context.Context, c client.Client, n int) error {
 
 // heartbeat posts every node's status again with a new heartbeat time, as each kubelet does
 // every nodeStatusReportFrequency (5 minutes) or when its status changes; a fleet of kubelets
-// restarted together posts them in a wave.
-// posted counts the statuses posted.
+// restarted together posts them in a wave. posted counts the statuses posted so far.
 func heartbeat(ctx context.Context, c client.Client, n int, posted *atomic.Int64) error {
 	now := time.Now()
 	return parallel(ctx, n, 8, func(ctx context.Context, i int) error {
