@@ -337,7 +337,7 @@ var _ = Describe("None", func() {
 // agentWrites counts the API writes to a node's BottlerocketNode status in the API server's
 // audit log: the test's own writes go to the main resource, the agent's to status.
 func agentWrites(name string) int {
-	n, err := env.CompletedWrites(func(ev audit.Event) bool {
+	n, err := env.CompletedRequests(func(ev audit.Event) bool {
 		return ev.ObjectRef.Resource == "bottlerocketnodes" && ev.ObjectRef.Name == name && ev.ObjectRef.Subresource == "status"
 	})
 	Expect(err).NotTo(HaveOccurred())

@@ -336,7 +336,7 @@ func (p *controllerProcess) reconcileTime(b *testing.B) (sum float64, count uint
 // requestRate is the controller's requests per second to the API server between from and to,
 // from the audit log.
 func requestRate(b *testing.B, env *testenv.Env, from, to time.Time) float64 {
-	n, err := env.CompletedWrites(func(ev audit.Event) bool {
+	n, err := env.CompletedRequests(func(ev audit.Event) bool {
 		return ev.User.Username == controllerUser && !ev.RequestReceived.Before(from) && ev.RequestReceived.Before(to)
 	})
 	if err != nil {
@@ -420,7 +420,7 @@ func poll(b *testing.B, timeout time.Duration, cond func() bool, every ...time.D
 
 // writesBy counts the audit log's completed writes by a user.
 func writesBy(b *testing.B, env *testenv.Env, user string) int {
-	n, err := env.CompletedWrites(func(ev audit.Event) bool { return ev.User.Username == user && ev.Write() })
+	n, err := env.CompletedRequests(func(ev audit.Event) bool { return ev.User.Username == user && ev.Write() })
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -118,19 +118,9 @@ const (
 func govern(in Input, idx *selectorIndex, passes []*policyPass) []int32 {
 	governed := make([]int32, len(in.Nodes))
 	counts := make([]int, len(passes))
-	var buf [2]int
 	for i := range in.Nodes {
-		n := in.Nodes[i].Node
-		switch matched := idx.matching(n, buf[:0]); {
-		case len(matched) == 0:
-			governed[i] = selectedByNone
-		case len(matched) > 1:
-			governed[i] = selectedBySeveral
-		case excluded(n):
-			governed[i] = excludedByPerson
-		default:
-			governed[i] = int32(matched[0])
-			counts[matched[0]]++
+		if governed[i] = idx.classify(in.Nodes[i].Node); governed[i] >= 0 {
+			counts[governed[i]]++
 		}
 	}
 	for j, p := range passes {
@@ -212,14 +202,26 @@ func (x *selectorIndex) matching(n *corev1.Node, buf []int) []int {
 	return buf
 }
 
+// classify returns the index of the policy governing the node, or why none does
+// (selectedByNone, selectedBySeveral, excludedByPerson).
+func (x *selectorIndex) classify(n *corev1.Node) int32 {
+	var buf [2]int
+	switch matched := x.matching(n, buf[:0]); {
+	case len(matched) == 0:
+		return selectedByNone
+	case len(matched) > 1:
+		return selectedBySeveral
+	case excluded(n):
+		return excludedByPerson
+	default:
+		return int32(matched[0])
+	}
+}
+
 // governor returns the index of the policy governing the node, or -1 when none does (no
 // policy or several select it, or a person excluded it), as scope decides.
 func (x *selectorIndex) governor(n *corev1.Node) int {
-	var buf [2]int
-	if matched := x.matching(n, buf[:0]); len(matched) == 1 && !excluded(n) {
-		return matched[0]
-	}
-	return -1
+	return int(max(x.classify(n), -1))
 }
 
 // conflictMessage names the policies that select a node.

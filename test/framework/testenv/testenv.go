@@ -157,8 +157,8 @@ func (e *Env) AdminKubeconfig(dir, name string) (string, error) {
 // Stop stops the control plane.
 func (e *Env) Stop() error { return e.Environment.Stop() }
 
-// CompletedWrites returns the audit log's completed requests (see WithAuditLog) that match.
-func (e *Env) CompletedWrites(match func(audit.Event) bool) (int, error) {
+// CompletedRequests returns the audit log's completed requests (see WithAuditLog) that match.
+func (e *Env) CompletedRequests(match func(audit.Event) bool) (int, error) {
 	return audit.Count(e.AuditLog, match)
 }
 
