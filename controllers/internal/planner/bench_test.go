@@ -44,14 +44,26 @@ func benchInput(n int) Input {
 	return in
 }
 
+// BenchmarkCompute plans the fleet afresh, and as the controller does, with the Memo of the
+// pass before (nothing changed since: an idle pass).
 func BenchmarkCompute(b *testing.B) {
 	for _, n := range []int{1_000, 10_000, 100_000} {
-		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
-			in := benchInput(n)
-			b.ReportAllocs()
-			for b.Loop() {
-				Compute(in)
+		for _, memo := range []bool{false, true} {
+			name := fmt.Sprintf("nodes=%d", n)
+			if memo {
+				name += "/memo"
 			}
-		})
+			b.Run(name, func(b *testing.B) {
+				in := benchInput(n)
+				if memo {
+					in.Memo = &Memo{}
+					Compute(in)
+				}
+				b.ReportAllocs()
+				for b.Loop() {
+					Compute(in)
+				}
+			})
+		}
 	}
 }

@@ -36,16 +36,18 @@ var drainChecks = slices.Concat(commonChecks, []check{
 // admit walks the candidates in order (wave, then first-timers before retried nodes, the
 // controller's node last, then name) through their checks, and admits those that pass.
 func (pp *policyPass) admit(classes []nodeClass, out []NodeDecision) {
-	for _, c := range pp.candidates(classes, out) {
+	cands := pp.candidates(classes, out)
+	for n := range cands {
+		c := &cands[n] // not a copy per candidate: the checks would move each to the heap
 		d := &out[c.i]
 		checks := stageChecks
 		if c.staged {
 			checks = drainChecks
 		}
-		if blocked, reason, message := pp.runChecks(checks, &c); blocked {
+		if blocked, reason, message := pp.runChecks(checks, c); blocked {
 			d.Reason, d.Message = reason, message
 		} else {
-			pp.take(&c, d)
+			pp.take(c, d)
 		}
 		if d.Reason != v1alpha1.ReasonTargetNotOffered && len(pp.report.NextNodes) < maxNextNodes {
 			pp.report.NextNodes = append(pp.report.NextNodes, d.Name)

@@ -48,7 +48,12 @@ func estimateCompletion(in etaInput) time.Time {
 	start, end := in.now, time.Time{}
 	for k, w := range in.waves {
 		waveEnd := w.done
-		waveSlots := &timeHeap{}
+		// A wave's own limit binds only if it is smaller than the nodes it has left: most
+		// waves ("the rest", 100%) never wait on it, and need no heap of every node's return.
+		var waveSlots *timeHeap
+		if w.limit < len(w.busy)+w.waiting {
+			waveSlots = &timeHeap{}
+		}
 		for _, t := range w.busy {
 			waveEnd = laterOf(waveEnd, t)
 			waveSlots.push(t)
@@ -80,10 +85,10 @@ func estimateCompletion(in etaInput) time.Time {
 }
 
 // takeSlot waits for one of limit slots: when all are busy, it frees the first to come free
-// and returns when that is (zero when a slot is free already).
+// and returns when that is (zero when a slot is free already, or slots is nil: no limit).
 func takeSlot(slots *timeHeap, limit int) time.Time {
 	var t time.Time
-	for len(*slots) >= limit && len(*slots) > 0 {
+	for slots != nil && len(*slots) >= limit && len(*slots) > 0 {
 		t = laterOf(t, slots.pop())
 	}
 	return t
@@ -122,10 +127,14 @@ func (c *windowCursor) startAt(t time.Time, d time.Duration, fit bool) time.Time
 	return time.Time{}
 }
 
-// timeHeap is a min-heap of times (typed: container/heap would box every time it holds).
+// timeHeap is a min-heap of times (typed: container/heap would box every time it holds). A
+// nil heap stands for slots without a limit: it keeps nothing.
 type timeHeap []time.Time
 
 func (h *timeHeap) push(t time.Time) {
+	if h == nil { // a limit that never binds
+		return
+	}
 	*h = append(*h, t)
 	s := *h
 	for j := len(s) - 1; j > 0; {

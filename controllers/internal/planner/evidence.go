@@ -58,7 +58,7 @@ type Probe struct {
 // target) or stabilized (once it is Ready), and the budgets it evicted from. Nodes not
 // governed any more are not probed: the plan releases them.
 func Probes(in Input) []Probe {
-	passes := preparePolicies(&in, nil) // selectors only: no node is observed twice a pass
+	passes := preparePolicies(&in) // selectors only: no node is observed
 	idx := newSelectorIndex(passes)
 	var probes []Probe
 	for i, ns := range in.Nodes {

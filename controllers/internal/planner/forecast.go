@@ -36,8 +36,9 @@ type ForecastNode struct {
 // from it; false when no such policy is in the input.
 func ComputeForecast(in Input, policy string) (Forecast, bool) {
 	out := make([]NodeDecision, len(in.Nodes))
-	passes := preparePolicies(&in, observe(in.Nodes))
-	disrupted := scope(in, passes, out)
+	passes := preparePolicies(&in)
+	idx := newSelectorIndex(passes)
+	disrupted := scope(in, passes, idx, observe(in, passes, idx), out)
 	carryOn(in, passes, disrupted, out)
 	for _, p := range passes {
 		if p.policy.Name == policy {

@@ -160,11 +160,57 @@ func FuzzPlanner(f *testing.F) {
 		if !plan.NextWake.IsZero() && !plan.NextWake.After(in.Now) {
 			t.Fatalf("NextWake %s not after now %s", plan.NextWake, in.Now)
 		}
+		checkMemo(t, &b, in, plan)
 		apply(&in, plan)
 		for _, v := range invariants.NewChecker().Step(before, snapshot(in)) {
 			t.Errorf("%s", v)
 		}
 	})
+}
+
+// checkMemo checks that a Memo changes no plan: neither one made with an empty Memo, nor the
+// next, made from it, of a fleet where nodes were replaced by changed objects (as a cache
+// replaces them), nodes went, and policies' selectors may have changed.
+func checkMemo(t *testing.T, b *fuzzBytes, in Input, plan Plan) {
+	t.Helper()
+	memo := &Memo{}
+	in.Memo = memo
+	if got := Compute(in); fmt.Sprint(got) != fmt.Sprint(plan) {
+		t.Fatalf("a plan made with an empty Memo differs")
+	}
+	next := in
+	next.Nodes, next.Policies = nil, slices.Clone(in.Policies)
+	if b.pick(3) == 0 {
+		k := b.pick(len(next.Policies))
+		p := next.Policies[k].DeepCopy()
+		p.Spec.NodeSelector = selector("tier", pickOf(b, "x", "y"))
+		next.Policies[k] = *p
+	}
+	for _, ns := range in.Nodes {
+		switch b.pick(6) {
+		case 0: // gone
+			continue
+		case 1: // relabelled, excluded or cordoned
+			ns.Node = ns.Node.DeepCopy()
+			ns.Node.Labels["pool"] = pickOf(b, "a", "b", "c")
+			if b.flag() {
+				ns.Node.Annotations = map[string]string{v1alpha1.AnnotationExclude: "true"}
+			}
+			ns.Node.Spec.Unschedulable = b.flag()
+		case 2: // the agent reported
+			if ns.BRN != nil {
+				ns.BRN = ns.BRN.DeepCopy()
+				ns.BRN.Status.Agent = &v1alpha1.AgentStatus{CurrentVersion: pickOf(b, fuzzVersions...)}
+			}
+		}
+		next.Nodes = append(next.Nodes, ns)
+	}
+	next.Memo = nil
+	want := Compute(next)
+	next.Memo = memo
+	if got := Compute(next); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("the Memo of the pass before changed the plan")
+	}
 }
 
 // reversedNodes returns in with its nodes in reverse order.

@@ -57,6 +57,9 @@ type Input struct {
 	// SchedulableNodes counts the cluster's Nodes (of any OS) that are Ready and schedulable:
 	// a drain with none left but the node itself says so (NoCapacity).
 	SchedulableNodes int
+	// Memo, when set, carries from one pass to the next what a pass derives of a node from
+	// its objects alone; nil: everything is derived afresh.
+	Memo *Memo
 }
 
 // Plan is the outcome of one pass.
@@ -287,8 +290,9 @@ func Compute(in Input) Plan {
 		Nodes:    make([]NodeDecision, len(in.Nodes)),
 		Policies: make(map[string]PolicyReport, len(in.Policies)),
 	}
-	passes := preparePolicies(&in, observe(in.Nodes))
-	disrupted := scope(in, passes, plan.Nodes)
+	passes := preparePolicies(&in)
+	idx := newSelectorIndex(passes)
+	disrupted := scope(in, passes, idx, observe(in, passes, idx), plan.Nodes)
 	plan.NextWake, plan.Poll = carryOn(in, passes, disrupted, plan.Nodes)
 	for _, p := range passes {
 		p.plan(plan.Nodes)

@@ -27,6 +27,7 @@ type policyPass struct {
 	held   []int
 	target string
 	source v1alpha1.TargetSource // where target came from
+	runs   string                // the message of a node running target: one string for all
 	waves  []waveState
 	waveOf []int // wave index of each member, parallel to members
 
@@ -61,8 +62,8 @@ const (
 	classFailed                     // Failed for the target, not retried
 )
 
-func newPolicyPass(in *Input, views []nodeView, p *v1alpha1.UpdatePolicy) *policyPass {
-	pp := &policyPass{in: in, views: views, policy: p, spec: &p.Spec}
+func newPolicyPass(in *Input, p *v1alpha1.UpdatePolicy) *policyPass {
+	pp := &policyPass{in: in, policy: p, spec: &p.Spec}
 	sel, err := selectorFor(p.Spec.NodeSelector)
 	if err != nil {
 		pp.invalid = append(pp.invalid, fmt.Sprintf("nodeSelector: %v", err))
@@ -76,6 +77,7 @@ func newPolicyPass(in *Input, views []nodeView, p *v1alpha1.UpdatePolicy) *polic
 // plan decides every governed node and fills the report.
 func (pp *policyPass) plan(out []NodeDecision) {
 	pp.target, pp.source = pp.resolveTarget()
+	pp.runs = "runs " + pp.target
 	pp.parseWindows()
 	pp.assignWaves()
 	classes := make([]nodeClass, len(pp.members))
@@ -158,7 +160,7 @@ func (pp *policyPass) classifyByStatus(brn *v1alpha1.BottlerocketNode, d *NodeDe
 		}
 		return classFailed
 	case st.Agent.CurrentVersion == pp.target:
-		d.Phase, d.Reason, d.Message = v1alpha1.PhaseUpdated, v1alpha1.ReasonUpToDate, "runs "+pp.target
+		d.Phase, d.Reason, d.Message = v1alpha1.PhaseUpdated, v1alpha1.ReasonUpToDate, pp.runs
 		return classUpdated
 	}
 	return classCandidate

@@ -29,26 +29,66 @@ type nodeView struct {
 	down  bool                  // cordoned or not Ready
 }
 
-// observe gathers the views of every node.
-func observe(nodes []NodeState) []nodeView {
-	views := make([]nodeView, len(nodes))
-	for i, ns := range nodes {
-		n := ns.Node
-		v := &views[i]
-		v.name, v.zone = n.Name, n.Labels[v1alpha1.LabelZone]
-		if brn := ns.BRN; brn != nil && brn.Status.Agent != nil && brn.Status.Agent.CurrentVersion != "" {
-			v.agent = brn.Status.Agent
-		}
-		v.down = kubeutil.NodeUnavailable(n)
+// viewOf gathers the view of a node.
+func viewOf(ns NodeState) nodeView {
+	n := ns.Node
+	v := nodeView{name: n.Name, zone: n.Labels[v1alpha1.LabelZone], down: kubeutil.NodeUnavailable(n)}
+	if brn := ns.BRN; brn != nil && brn.Status.Agent != nil && brn.Status.Agent.CurrentVersion != "" {
+		v.agent = brn.Status.Agent
 	}
-	return views
+	return v
+}
+
+// observe gives every policy the views of the nodes, and returns which policy governs each
+// node or why none does (see selectorIndex.classify). Both come from in.Memo for the nodes
+// whose objects are those it saw, and are kept in it for the next pass.
+func observe(in Input, passes []*policyPass, idx *selectorIndex) []int32 {
+	views := make([]nodeView, len(in.Nodes))
+	governed := make([]int32, len(in.Nodes))
+	memo := in.Memo.cursor(selectorsKey(passes), len(in.Nodes))
+	for i, ns := range in.Nodes {
+		seen := memo.seen(ns.Node)
+		if seen != nil && seen.brn == ns.BRN {
+			views[i] = seen.view
+		} else {
+			views[i] = viewOf(ns)
+		}
+		if seen != nil && memo.sameSelectors {
+			governed[i] = seen.governor
+		} else {
+			governed[i] = idx.classify(ns.Node)
+		}
+		memo.keep(memoNode{node: ns.Node, brn: ns.BRN, view: views[i], governor: governed[i]})
+	}
+	memo.done()
+	for _, p := range passes {
+		p.views = views
+	}
+	return governed
+}
+
+// selectorsKey says which policies, with which node selectors, a node's governor was found
+// under: a governor is an index into the policies.
+func selectorsKey(passes []*policyPass) string {
+	var b strings.Builder
+	for _, p := range passes {
+		b.WriteString(p.policy.Name)
+		b.WriteByte(0)
+		if p.selector == nil {
+			b.WriteByte(1) // invalid: selects nothing
+		} else {
+			b.WriteString(p.selector.String())
+		}
+		b.WriteByte(0)
+	}
+	return b.String()
 }
 
 // preparePolicies parses every policy's selectors once for the pass.
-func preparePolicies(in *Input, views []nodeView) []*policyPass {
+func preparePolicies(in *Input) []*policyPass {
 	passes := make([]*policyPass, len(in.Policies))
 	for i := range in.Policies {
-		passes[i] = newPolicyPass(in, views, &in.Policies[i])
+		passes[i] = newPolicyPass(in, &in.Policies[i])
 	}
 	return passes
 }
@@ -61,11 +101,10 @@ func excluded(n *corev1.Node) bool {
 // scope gives every node to the one policy selecting it. Nodes selected by none, by more than
 // one (a conflict both policies report) or excluded are Idle, and get their final decision
 // here, but for those the operator disrupted: scope returns them (see carryOn).
-func scope(in Input, passes []*policyPass, out []NodeDecision) (disrupted []int) {
+func scope(in Input, passes []*policyPass, idx *selectorIndex, governed []int32, out []NodeDecision) (disrupted []int) {
 	pairs := map[[2]int]struct{}{}
 	matched := make([]int, 0, len(passes))
-	idx := newSelectorIndex(passes)
-	governed := govern(in, idx, passes)
+	sizeMembers(passes, governed)
 	for i := range in.Nodes {
 		n := in.Nodes[i].Node
 		d := &out[i]
@@ -106,28 +145,25 @@ func scope(in Input, passes []*policyPass, out []NodeDecision) (disrupted []int)
 	return disrupted
 }
 
-// What govern says of a node no policy governs.
-const (
-	selectedByNone    = -1
-	selectedBySeveral = -2
-	excludedByPerson  = -3 // selected by one policy
-)
-
-// govern returns the index of each node's governing policy, or why none governs it, and sizes
-// each policy's members for them.
-func govern(in Input, idx *selectorIndex, passes []*policyPass) []int32 {
-	governed := make([]int32, len(in.Nodes))
+// sizeMembers makes each policy's members room for the nodes it governs.
+func sizeMembers(passes []*policyPass, governed []int32) {
 	counts := make([]int, len(passes))
-	for i := range in.Nodes {
-		if governed[i] = idx.classify(in.Nodes[i].Node); governed[i] >= 0 {
-			counts[governed[i]]++
+	for _, g := range governed {
+		if g >= 0 {
+			counts[g]++
 		}
 	}
 	for j, p := range passes {
 		p.members = make([]int, 0, counts[j])
 	}
-	return governed
 }
+
+// What selectorIndex.classify says of a node no policy governs.
+const (
+	selectedByNone    = -1
+	selectedBySeveral = -2
+	excludedByPerson  = -3 // selected by one policy
+)
 
 // selectorIndex evaluates every policy's selector on a node reading each label key once: with
 // ten policies over 100,000 nodes, looking the key up again for each policy was most of what

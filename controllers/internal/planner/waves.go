@@ -86,7 +86,7 @@ func (pp *policyPass) assignWaves() {
 	}
 	selectors := pp.waveSelectors()
 	pp.waveOf = make([]int, len(pp.members))
-	var unassigned []int // positions in members
+	unassigned := make([]int, 0, len(pp.members)) // positions in members
 	for k, i := range pp.members {
 		if pp.waveOf[k] = pp.recordedOrSelectedWave(i, byName, selectors); pp.waveOf[k] < 0 {
 			unassigned = append(unassigned, k)
