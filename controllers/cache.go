@@ -10,8 +10,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 )
@@ -69,16 +67,6 @@ func readAnnotation(key string) bool {
 	return strings.HasPrefix(key, v1alpha1.GroupVersion.Group+"/") ||
 		key == v1alpha1.AnnotationKarpenterDoNotDisrupt || key == v1alpha1.AnnotationClusterAutoscalerScaleDownDisabled
 }
-
-// nodeChanges passes on the updates of a Node that change what a pass reads of it (see
-// nodeChanged): a kubelet posts its status again every few minutes with nothing but new
-// heartbeat times, and across a fleet of 15,000 such updates each replanning the fleet kept
-// the controller busy.
-var nodeChanges = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-	a, okA := e.ObjectOld.(*corev1.Node)
-	b, okB := e.ObjectNew.(*corev1.Node)
-	return !okA || !okB || nodeChanged(a, b)
-}}
 
 // nodeChanged reports whether b differs from a in anything the controller reads of a Node:
 // its labels, annotations, spec, deletion, node info, or conditions but for their heartbeat

@@ -6,7 +6,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 )
@@ -14,7 +16,8 @@ import (
 // A kubelet posts its Node's status again every nodeStatusReportFrequency (5 minutes) even
 // when nothing changed: the status setters (pkg/kubelet/nodestatus/setters.go) give each
 // condition a new lastHeartbeatTime and keep its lastTransitionTime until its status flips.
-// Such an update plans nothing again; any change a pass reads does.
+// Such an update plans nothing again; any change a pass reads does. Either way the pass's
+// index holds the Node as the cache now does.
 func TestNodeChanges(t *testing.T) {
 	t0 := metav1.NewTime(time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC))
 	node := &corev1.Node{
@@ -54,8 +57,16 @@ func TestNodeChanges(t *testing.T) {
 		updated := node.DeepCopy()
 		heartbeat(updated)
 		tc.change(updated)
-		if got := nodeChanges.Update(event.UpdateEvent{ObjectOld: node, ObjectNew: updated}); got != tc.passes {
+		h := fleetHandler{newFleetIndex()}
+		h.index.put(node)
+		q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+		h.Update(t.Context(), event.UpdateEvent{ObjectOld: node, ObjectNew: updated}, q)
+		if got := q.Len() > 0; got != tc.passes {
 			t.Errorf("%s: the update replans the fleet: %v, want %v", tc.name, got, tc.passes)
 		}
+		if got := h.index.snapshot(); len(got) != 1 || got[0].node != updated {
+			t.Errorf("%s: the index holds %+v, not the updated Node", tc.name, got)
+		}
+		q.ShutDown()
 	}
 }

@@ -55,15 +55,15 @@ func (e *expectations) wrote(obj client.Object) {
 // object missing from the view is forgotten (a node without a BottlerocketNode is not
 // planned; a policy gone governs nothing). A resourceVersion that cannot be compared counts
 // as missing.
-func (e *expectations) behind(brns []v1alpha1.BottlerocketNode, policies []v1alpha1.UpdatePolicy) int {
+func (e *expectations) behind(brns []*v1alpha1.BottlerocketNode, policies []v1alpha1.UpdatePolicy) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if len(e.written) == 0 {
 		return 0
 	}
 	seen := make(map[expectKey]string, len(brns)+len(policies))
-	for i := range brns {
-		seen[expectKey{false, brns[i].Name}] = brns[i].ResourceVersion
+	for _, brn := range brns {
+		seen[expectKey{false, brn.Name}] = brn.ResourceVersion
 	}
 	for i := range policies {
 		seen[expectKey{true, policies[i].Name}] = policies[i].ResourceVersion

@@ -21,5 +21,5 @@ type PolicyReport = planner.PolicyReport
 // created. controllerNode is the node the controller runs on, which it keeps for last in its
 // wave ("" when unknown). False when policies holds no policy of that name.
 func ForecastRollout(now time.Time, nodes []corev1.Node, brns []v1alpha1.BottlerocketNode, policies []v1alpha1.UpdatePolicy, policy, controllerNode string) (Forecast, bool) {
-	return planner.ComputeForecast(plannerInput(now, nodes, brns, policies, controllerNode), policy)
+	return planner.ComputeForecast(plannerInput(now, pairByName(pointers(nodes), pointers(brns)), policies, controllerNode), policy)
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -14,7 +12,6 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -24,7 +21,6 @@ import (
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/controllers/internal/planner"
-	"github.com/bottlerocket-ops/update-operator/internal/kubeutil"
 )
 
 // policyFinalizer lets a deleted UpdatePolicy release what it holds (cordons, intents) first.
@@ -57,6 +53,11 @@ type RolloutReconciler struct {
 	// being evicted, workloads becoming healthy) are looked at again.
 	PollInterval time.Duration
 
+	// fleet holds the cache's Nodes and BottlerocketNodes, paired and in name order.
+	fleet *fleetIndex
+	// memo carries what the planner derived of unchanged nodes to the next pass. Only the
+	// single worker touches it.
+	memo planner.Memo
 	// expect holds our last writes of BottlerocketNodes, which a pass's view must include.
 	expect expectations
 	// unrecorded holds, per node, the PodDisruptionBudgets its pods were evicted from that
@@ -70,14 +71,15 @@ func (r *RolloutReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.PollInterval == 0 {
 		r.PollInterval = 5 * time.Second
 	}
+	r.fleet = newFleetIndex()
 	fleet := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{fleetRequest}
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("rollout").
 		Watches(&v1alpha1.UpdatePolicy{}, fleet).
-		Watches(&v1alpha1.BottlerocketNode{}, fleet).
-		Watches(&corev1.Node{}, fleet, builder.WithPredicates(nodeChanges)).
+		Watches(&v1alpha1.BottlerocketNode{}, fleetHandler{r.fleet}).
+		Watches(&corev1.Node{}, fleetHandler{r.fleet}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
 		Complete(r)
 }
@@ -86,8 +88,7 @@ func (r *RolloutReconciler) SetupWithManager(mgr ctrl.Manager) error {
 type world struct {
 	now      time.Time
 	policies v1alpha1.UpdatePolicyList
-	nodes    corev1.NodeList
-	brns     v1alpha1.BottlerocketNodeList
+	fleet    []fleetEntry // in name order
 }
 
 // Reconcile makes one pass over the fleet: it reads the world, gathers the evidence the
@@ -121,7 +122,7 @@ func (r *RolloutReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 		// Recorded in their policies' status: the BottlerocketNodes of deleted Nodes can go.
 		errs = append(errs, r.forgetDeleted(ctx, in.Deleted))
 	}
-	errs = append(errs, r.finalize(ctx, deleting, w.brns.Items))
+	errs = append(errs, r.finalize(ctx, deleting, brnsOf(w.fleet)))
 	if err := errors.Join(errs...); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -129,20 +130,16 @@ func (r *RolloutReconciler) Reconcile(ctx context.Context, _ reconcile.Request) 
 	return r.requeue(plan.NextWake, plan.Poll), nil
 }
 
-// read lists what a pass decides from, at the time of the pass (the API keeps seconds; so do
-// we, to compare). The Nodes and BottlerocketNodes are the cache's own objects, not copies (a
-// copy of the fleet on every pass was most of a pass's cost at 15,000 nodes): nothing of the
-// pass may change them in place; what is written is a copy (DeepCopy before any change).
+// read gathers what a pass decides from, at the time of the pass (the API keeps seconds; so
+// do we, to compare). The Nodes and BottlerocketNodes are the cache's own objects, not copies
+// (a copy of the fleet on every pass was most of a pass's cost at 15,000 nodes): nothing of
+// the pass may change them in place; what is written is a copy (DeepCopy before any change).
 func (r *RolloutReconciler) read(ctx context.Context) (*world, error) {
 	w := &world{now: r.Clock.Now().Truncate(time.Second)}
 	if err := r.Client.List(ctx, &w.policies); err != nil {
 		return nil, fmt.Errorf("listing UpdatePolicies: %w", err)
 	}
-	for what, list := range map[string]client.ObjectList{"Nodes": &w.nodes, "BottlerocketNodes": &w.brns} {
-		if err := r.Client.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
-			return nil, fmt.Errorf("listing %s: %w", what, err)
-		}
-	}
+	w.fleet = r.fleet.snapshot()
 	return w, nil
 }
 
@@ -150,7 +147,7 @@ func (r *RolloutReconciler) read(ctx context.Context) (*world, error) {
 // of BottlerocketNodes and UpdatePolicies: when the cache lags behind them, it asks to try
 // again shortly (wait), and after cacheCatchUpTries such waits reads them from the API server.
 func (r *RolloutReconciler) catchUp(ctx context.Context, w *world) (wait bool, err error) {
-	missing := r.expect.behind(w.brns.Items, w.policies.Items)
+	missing := r.expect.behind(brnsOf(w.fleet), w.policies.Items)
 	if missing == 0 {
 		r.expect.caughtUp()
 		return false, nil
@@ -168,51 +165,15 @@ func (r *RolloutReconciler) catchUp(ctx context.Context, w *world) (wait bool, e
 		}
 	}
 	logger.Info("Planning from the API server: the cache lags behind our own writes", "missing", missing)
-	w.brns, w.policies = brns, policies
-	r.expect.behind(brns.Items, policies.Items)
+	w.fleet, w.policies = pairByName(nodesOf(w.fleet), pointers(brns.Items)), policies
+	r.expect.behind(pointers(brns.Items), policies.Items)
 	return false, nil
 }
 
-// plannerInput pairs every supported Bottlerocket Node with its BottlerocketNode and counts
-// the Nodes (of any OS) that could take evicted pods.
+// plannerInput is the planner's input from the pass's view.
 func (r *RolloutReconciler) plannerInput(w *world, active []v1alpha1.UpdatePolicy) planner.Input {
-	return plannerInput(w.now, w.nodes.Items, w.brns.Items, active, r.ControllerNode)
-}
-
-// plannerInput is the planner's input from the cluster's objects; the controller and
-// ForecastRollout build it alike.
-func plannerInput(now time.Time, nodes []corev1.Node, brns []v1alpha1.BottlerocketNode, active []v1alpha1.UpdatePolicy, controllerNode string) planner.Input {
-	byName := make(map[string]*v1alpha1.BottlerocketNode, len(brns))
-	for i := range brns {
-		byName[brns[i].Name] = &brns[i]
-	}
-	in := planner.Input{Now: now, Policies: active, ControllerNode: controllerNode}
-	exists := make(map[string]bool, len(nodes))
-	supported := map[string]bool{} // by OS image: a fleet runs a few versions
-	for i := range nodes {
-		n := &nodes[i]
-		exists[n.Name] = true
-		if !kubeutil.NodeUnavailable(n) {
-			in.SchedulableNodes++
-		}
-		image := n.Status.NodeInfo.OSImage
-		ok, known := supported[image]
-		if !known {
-			version, bottlerocket := bottlerocketVersion(n)
-			ok = bottlerocket && v1alpha1.CompareVersions(version, minSupportedVersion) >= 0
-			supported[image] = ok
-		}
-		if ok {
-			in.Nodes = append(in.Nodes, planner.NodeState{Node: n, BRN: byName[n.Name]})
-		}
-	}
-	for i := range brns {
-		if brn := &brns[i]; !exists[brn.Name] && planner.DeletedMidUpdate(brn) {
-			in.Deleted = append(in.Deleted, brn)
-		}
-	}
-	// The planner reads nodes in name order; the cache lists them in no order.
-	slices.SortFunc(in.Nodes, func(a, b planner.NodeState) int { return strings.Compare(a.Node.Name, b.Node.Name) })
+	in := plannerInput(w.now, w.fleet, active, r.ControllerNode)
+	in.Memo = &r.memo
 	return in
 }
 
@@ -290,12 +251,12 @@ func (r *RolloutReconciler) prepareObjectOf(ctx context.Context, p *v1alpha1.Upd
 
 // finalize lets a deleted policy go once none of its nodes is held any more; the plan has
 // already released them (they are no longer governed).
-func (r *RolloutReconciler) finalize(ctx context.Context, deleting []v1alpha1.UpdatePolicy, brns []v1alpha1.BottlerocketNode) error {
+func (r *RolloutReconciler) finalize(ctx context.Context, deleting []v1alpha1.UpdatePolicy, brns []*v1alpha1.BottlerocketNode) error {
 	for i := range deleting {
 		p := &deleting[i]
 		held := false
-		for j := range brns {
-			if brns[j].Spec.Policy == p.Name && brns[j].Status.Phase.Unavailable() {
+		for _, brn := range brns {
+			if brn.Spec.Policy == p.Name && brn.Status.Phase.Unavailable() {
 				held = true
 			}
 		}
