@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -19,7 +20,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -27,6 +30,8 @@ import (
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 	"github.com/bottlerocket-ops/update-operator/test/framework/audit"
+	"github.com/bottlerocket-ops/update-operator/test/framework/fleet"
+	"github.com/bottlerocket-ops/update-operator/test/framework/hostsim"
 	"github.com/bottlerocket-ops/update-operator/test/framework/testenv"
 )
 
@@ -47,8 +52,9 @@ import (
 //     do (plan and apply; target 50 ms), from its reconcile-time metric;
 //   - idle-writes: the writes the controller makes over 10 idle seconds (target 0);
 //   - rps-idle, rps-rollout: the controller's requests per second to the API server from its
-//     audit log, while idle and over the 30 s after a policy for 100 more nodes starts its
-//     rollout (every request, reads and watches included).
+//     audit log (every request, reads and watches included), while idle and over a whole
+//     rollout: 100 more nodes, with simulated hosts and real agents, updated ten at a time;
+//   - s-rollout: how long that rollout took.
 func BenchmarkController(b *testing.B) {
 	ctrl.SetLogger(logr.Discard())
 	for _, n := range benchSizes(b, 5000, 15000) {
@@ -146,15 +152,10 @@ func benchController(b *testing.B, nodes int) {
 	rss := vmRSS(b, ctl.cmd.Process.Pid)
 	step("heartbeat wave")
 
-	// A rollout of 100 more nodes.
+	// A rollout of 100 more nodes, whose agents act.
 	ctl.settle(b)
-	rolloutFrom := time.Now()
-	rest := rolloutPolicy(batches-2, batches)
-	if err := c.Create(ctx, rest); err != nil {
-		b.Fatal(err)
-	}
-	<-time.After(30 * time.Second) // the observation window itself, not a synchronisation
-	rolloutRPS := requestRate(b, env, rolloutFrom, time.Now())
+	rolloutRPS, rolloutTook := rollout(b, env, ctl)
+	step("rollout")
 
 	b.ReportMetric(rss, "MiB-rss")
 	b.ReportMetric(latency.Seconds()/intentSamples, "s-to-first-intent")
@@ -163,6 +164,7 @@ func benchController(b *testing.B, nodes int) {
 	b.ReportMetric(float64(idleWrites), "idle-writes")
 	b.ReportMetric(idleRPS, "rps-idle")
 	b.ReportMetric(rolloutRPS, "rps-rollout")
+	b.ReportMetric(rolloutTook.Seconds(), "s-rollout")
 }
 
 // benchSizes returns the fleet sizes of BENCH_NODES, else defaults.
@@ -357,18 +359,63 @@ func benchPolicy(i int) *v1alpha1.UpdatePolicy {
 	}
 }
 
-// rolloutPolicy selects the batches [from, to).
-func rolloutPolicy(from, to int) *v1alpha1.UpdatePolicy {
-	var values []string
-	for i := from; i < to; i++ {
-		values = append(values, strconv.Itoa(i))
+// rolloutNodes are the nodes of the rollout measured: nodes whose agents act.
+const rolloutNodes = 100
+
+// rollout adds rolloutNodes nodes with simulated hosts and the real agent
+// (test/framework/fleet, which plays their kubelets), waits for their agents' reports, then
+// updates them ten at a time. It returns the controller's request rate over the whole rollout
+// and how long the rollout took. The nodes run no pods: their drains evict nothing.
+func rollout(b *testing.B, env *testenv.Env, ctl *controllerProcess) (float64, time.Duration) {
+	ctx := context.Background()
+	hosts := hostsim.Config{
+		Version: "1.25.0", Variant: "aws-k8s-1.31", Arch: "x86_64",
+		Releases:        append(hostsim.Releases("1.26.0"), hostsim.Reached("1.25.0")...),
+		PrepareDuration: 500 * time.Millisecond, RebootDuration: time.Second, RebootLinger: 500 * time.Millisecond,
 	}
-	p := benchPolicy(from)
-	p.Name = "rollout"
-	p.Spec.NodeSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
-		{Key: "bench/batch", Operator: metav1.LabelSelectorOpIn, Values: values},
-	}}
-	return p
+	f, err := fleet.Start(ctx, env.Config, env.Scheme, fleet.Options{
+		Nodes: rolloutNodes, Prefix: "rollout", Zones: []string{"us-west-2a", "us-west-2b", "us-west-2c"},
+		Host: hosts, RefreshInterval: 2 * time.Second, Dir: shortTempDir(b, "hosts"),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Stop()
+	c := env.Client
+	for _, n := range f.Nodes {
+		patch := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"bench/rollout":"true"}}}`))
+		if err := c.Patch(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name}}, patch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	brns := func() []v1alpha1.BottlerocketNode {
+		var list v1alpha1.BottlerocketNodeList
+		if err := c.List(ctx, &list); err != nil {
+			b.Fatal(err)
+		}
+		return slices.DeleteFunc(list.Items, func(brn v1alpha1.BottlerocketNode) bool { return !strings.HasPrefix(brn.Name, "rollout-") })
+	}
+	poll(b, 5*time.Minute, func() bool {
+		list := brns()
+		return len(list) == rolloutNodes && !slices.ContainsFunc(list, func(brn v1alpha1.BottlerocketNode) bool { return brn.Status.Agent == nil })
+	}, time.Second)
+	ctl.settle(b)
+
+	ten := intstr.FromInt32(10)
+	from := time.Now()
+	if err := c.Create(ctx, &v1alpha1.UpdatePolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "rollout"},
+		Spec: v1alpha1.UpdatePolicySpec{
+			NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"bench/rollout": "true"}}, Version: "1.26.0", MaxUnavailable: &ten,
+		},
+	}); err != nil {
+		b.Fatal(err)
+	}
+	poll(b, 15*time.Minute, func() bool {
+		return !slices.ContainsFunc(brns(), func(brn v1alpha1.BottlerocketNode) bool { return brn.Status.Phase != v1alpha1.PhaseUpdated })
+	}, time.Second)
+	took := time.Since(from)
+	return requestRate(b, env, from, time.Now()), took
 }
 
 // shortTempDir makes a directory removed when the benchmark ends, with a short path: Unix
