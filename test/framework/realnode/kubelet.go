@@ -28,8 +28,9 @@ func kubeletConfig(h hostState, creds *localcluster.KubeletCredentials, port, he
 	return map[string]any{
 		"apiVersion": "kubelet.config.k8s.io/v1beta1",
 		"kind":       "KubeletConfiguration",
-		// Serves on the loopback address only, the Node's InternalIP (--node-ip), which the
-		// API server dials (--kubelet-preferred-address-types=InternalIP).
+		// Serves on the loopback address only. Not yet reachable by the API server (logs,
+		// exec): the kubelet refuses a loopback --node-ip (validateNodeIP in
+		// pkg/kubelet/kubelet_node_status.go), so the Node has no address to dial.
 		"address":            "127.0.0.1",
 		"port":               port,
 		"readOnlyPort":       0,
@@ -106,6 +107,8 @@ func (n *Node) startKubelet(ctx context.Context, opts Options) error {
 		"--root-dir="+n.host.kubeletRoot(),
 		"--cert-dir="+filepath.Join(dir, "pki"),
 		"--hostname-override="+n.Name,
+		// Refused (loopback), but it keeps the kubelet from advertising the host's own
+		// address as the Node's InternalIP.
 		"--node-ip=127.0.0.1",
 		"--v=2",
 	)

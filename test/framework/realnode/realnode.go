@@ -277,6 +277,9 @@ func (n *Node) Stop(ctx context.Context) error {
 
 // stop is Stop; keepLogs keeps the directory's logs (after a failed start).
 func (n *Node) stop(ctx context.Context, keepLogs bool) error {
+	// Tear down even when the caller's context is done (a failed or timed-out test): every
+	// step has its own bound.
+	ctx = context.WithoutCancel(ctx)
 	var errs []error
 	if n.kubelet != nil {
 		n.kubelet.Stop()
