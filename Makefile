@@ -66,6 +66,11 @@ test-cluster: ## Run the local-cluster tests (builds the five binaries once).
 	@hack/controlplane.sh --all >/dev/null
 	go test ./test/framework/localcluster/ -count=1 -v
 
+.PHONY: test-realnode
+test-realnode: ## Run a real node (containerd, runc, the kubelet) in a local cluster and check it leaves nothing behind; installs them once (root).
+	@hack/realnode-deps.sh >/dev/null
+	go test ./test/framework/realnode/ -count=1 -v -timeout 10m
+
 ##@ Development
 
 .PHONY: manifests

@@ -4,6 +4,8 @@
 #
 #   hack/controlplane.sh            build etcd + kube-apiserver (envtest), print their directory
 #   hack/controlplane.sh --all      also kube-controller-manager, kube-scheduler and kwok
+#   hack/controlplane.sh --kubelet  also the kubelet, for the local cluster's real nodes
+#                                   (combines with --all; hack/realnode-deps.sh passes both)
 #
 # The directory printed on the last line of stdout is what KUBEBUILDER_ASSETS wants.
 # Progress goes to stderr. A second run with everything cached is a no-op.
@@ -16,9 +18,13 @@ CACHE_ROOT="${BRUPOP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bottlerocket-update-
 BIN_DIR="${CACHE_ROOT}/controlplane/k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}"
 
 want=(etcd kube-apiserver)
-if [[ "${1:-}" == "--all" ]]; then
-  want+=(kube-controller-manager kube-scheduler kwok)
-fi
+for arg in "$@"; do
+  case "${arg}" in
+    --all) want+=(kube-controller-manager kube-scheduler kwok) ;;
+    --kubelet) want+=(kubelet) ;;
+    *) echo "usage: $0 [--all] [--kubelet]" >&2; exit 2 ;;
+  esac
+done
 
 log() { printf '[controlplane] %s\n' "$*" >&2; }
 
@@ -38,7 +44,7 @@ export CGO_ENABLED=0 GOFLAGS=-mod=mod
 build_flags=(-trimpath -ldflags=-s\ -w)
 
 log "building ${missing[*]} into ${BIN_DIR}"
-log "first time only: about 5 minutes for etcd + kube-apiserver on 2 cores, ~9 with --all"
+log "first time only: about 5 minutes for etcd + kube-apiserver on 2 cores, ~9 with --all, ~2 more for the kubelet"
 
 # Kubernetes: a wrapper module that requires k8s.io/kubernetes and replaces each staging
 # module (which kubernetes' own go.mod points at ./staging/src/...) by its published release.
@@ -54,9 +60,18 @@ build_k8s() {
     go mod edit -replace="${m}=${m}@${staging_version}"
   done
   go mod edit -require="k8s.io/kubernetes@v${K8S_VERSION}"
+  # The kubelet reports its version in the Node's status, which kubectl and the API server's
+  # version skew checks parse: a module build leaves it "v0.0.0-master+$Format:%H$", so stamp it
+  # as upstream's hack/lib/version.sh (kube::version::ldflags) does.
+  local stamp="k8s.io/component-base/version" major="${K8S_VERSION%%.*}" minor
+  minor="${K8S_VERSION#*.}" && minor="${minor%%.*}"
+  local kubelet_ldflags="-s -w -X ${stamp}.gitVersion=v${K8S_VERSION} -X ${stamp}.gitMajor=${major}"
+  kubelet_ldflags+=" -X ${stamp}.gitMinor=${minor} -X ${stamp}.gitTreeState=clean"
   for b in "$@"; do
+    local flags=("${build_flags[@]}")
+    [[ "${b}" != kubelet ]] || flags=(-trimpath "-ldflags=${kubelet_ldflags}")
     log "go build k8s.io/kubernetes/cmd/${b} (v${K8S_VERSION})"
-    go build "${build_flags[@]}" -o "${BIN_DIR}/${b}.tmp" "k8s.io/kubernetes/cmd/${b}"
+    go build "${flags[@]}" -o "${BIN_DIR}/${b}.tmp" "k8s.io/kubernetes/cmd/${b}"
     mv "${BIN_DIR}/${b}.tmp" "${BIN_DIR}/${b}"
   done
 }

@@ -82,6 +82,8 @@ type Cluster struct {
 	AuditLogPath string
 
 	log        logr.Logger
+	pki        *pki
+	server     string
 	tempDir    bool
 	procs      []*process
 	stopping   chan struct{}
@@ -281,8 +283,8 @@ func (c *Cluster) PIDs() map[string]int {
 	return pids
 }
 
-// freePorts reserves n distinct free TCP ports on 127.0.0.1.
-func freePorts(n int) ([]int, error) {
+// FreePorts reserves n distinct free TCP ports on 127.0.0.1.
+func FreePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)
 	// Every listener stays open until all n ports are found, so that they differ; each only
 	// reserved its port, so an error closing it changes nothing.

@@ -44,12 +44,13 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	free, err := freePorts(6)
+	free, err := FreePorts(6)
 	if err != nil {
 		return err
 	}
 	pt := ports{free[0], free[1], free[2], free[3], free[4], free[5]}
 	server := "https://" + hostPort(pt.apiserver)
+	c.pki, c.server = p, server
 	kubeconfigs := map[string]string{}
 	for _, user := range []string{userAdmin, userKCM, userScheduler, userKwok} {
 		path, _, err := p.kubeconfig(c.Dir, user, server)
@@ -162,6 +163,12 @@ func (c *Cluster) startAPIServer(e *startEnv) (*process, wait.ConditionWithConte
 		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
 		"--proxy-client-cert-file=" + p.frontProxyClient, "--proxy-client-key-file=" + p.frontProxyKey,
 		"--cert-dir=" + filepath.Join(c.Dir, "pki", "apiserver"),
+		// Real kubelets (test/framework/realnode) serve on 127.0.0.1: the API server must dial an
+		// address, not the Hostname the default order tries first (a node name nothing
+		// resolves). kwok's nodes are never dialled (kwok answers no logs or exec).
+		"--kubelet-preferred-address-types=InternalIP",
+		"--kubelet-certificate-authority=" + p.caFile,
+		"--kubelet-client-certificate=" + p.kubeletClient, "--kubelet-client-key=" + p.kubeletClientKey,
 	}
 	if e.opts.AuditLog {
 		policy := filepath.Join(c.Dir, "audit-policy.yaml")

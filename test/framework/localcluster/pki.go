@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -119,6 +120,7 @@ type pki struct {
 	frontProxyCAFile                  string
 	servingCert, servingKey           string
 	frontProxyClient, frontProxyKey   string
+	kubeletClient, kubeletClientKey   string
 	saPublicKeyFile, saPrivateKeyFile string
 	ca                                *keyPair
 }
@@ -184,6 +186,18 @@ func newPKI(dir string) (*pki, error) {
 	if p.frontProxyClient, p.frontProxyKey, err = fpClient.write(dir, "front-proxy-client"); err != nil {
 		return nil, err
 	}
+	// The API server's identity towards real kubelets (logs, exec, port-forward), which ask the
+	// API server whether it may (webhook authorisation): system:masters may.
+	kubeletClient, err := ca.issue(certRequest{
+		commonName: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"},
+		usages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if p.kubeletClient, p.kubeletClientKey, err = kubeletClient.write(dir, "apiserver-kubelet-client"); err != nil {
+		return nil, err
+	}
 	if err := p.writeServiceAccountKey(); err != nil {
 		return nil, err
 	}
@@ -214,7 +228,12 @@ func (p *pki) writeServiceAccountKey() error {
 // kubeconfig issues a client certificate for user and writes a kubeconfig for it to
 // dir/<user>.kubeconfig, returning its path and the certificate.
 func (p *pki) kubeconfig(dir, user, server string) (string, *keyPair, error) {
-	req := clientSubjects[user]
+	return p.kubeconfigFor(dir, user, clientSubjects[user], server)
+}
+
+// kubeconfigFor issues a client certificate of subject req and writes a kubeconfig for it to
+// dir/<user>.kubeconfig, returning its path and the certificate.
+func (p *pki) kubeconfigFor(dir, user string, req certRequest, server string) (string, *keyPair, error) {
 	req.usages = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	cert, err := p.ca.issue(req)
 	if err != nil {
@@ -230,4 +249,53 @@ func (p *pki) kubeconfig(dir, user, server string) (string, *keyPair, error) {
 		return "", nil, fmt.Errorf("writing the kubeconfig of %s: %w", user, err)
 	}
 	return path, cert, nil
+}
+
+// KubeletCredentials are the files a real kubelet of the cluster needs.
+type KubeletCredentials struct {
+	// Kubeconfig holds the kubelet's client identity, system:node:<node> in system:nodes: what
+	// the Node authoriser grants a kubelet's requests to (the Node object, its pods, their secrets,
+	// token and access reviews for its own webhook authentication and authorisation).
+	// https://kubernetes.io/docs/reference/access-authn-authz/node/
+	Kubeconfig string
+	// CAFile is the cluster's CA: it verifies the API server and, on the kubelet's port, the
+	// API server's client certificate (authentication.x509.clientCAFile).
+	CAFile string
+	// ServingCert and ServingKey are the kubelet's serving certificate for 127.0.0.1, signed
+	// by the CA the API server verifies kubelets with (--kubelet-certificate-authority).
+	ServingCert, ServingKey string
+}
+
+// KubeletCredentials issues, under dir, the credentials of a real kubelet registering the
+// Node named node.
+func (c *Cluster) KubeletCredentials(dir, node string) (*KubeletCredentials, error) {
+	if c.pki == nil {
+		return nil, errors.New("issuing kubelet credentials: the cluster is not started")
+	}
+	if node == "" {
+		return nil, errors.New("issuing kubelet credentials: empty node name")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", dir, err)
+	}
+	creds := &KubeletCredentials{CAFile: c.pki.caFile}
+	var err error
+	if creds.Kubeconfig, _, err = c.pki.kubeconfigFor(dir, "kubelet", certRequest{
+		commonName: "system:node:" + node, orgs: []string{"system:nodes"},
+	}, c.server); err != nil {
+		return nil, err
+	}
+	serving, err := c.pki.ca.issue(certRequest{
+		commonName: "system:node:" + node,
+		usages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		dnsNames:   []string{node},
+		ips:        []net.IP{net.IPv4(127, 0, 0, 1)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if creds.ServingCert, creds.ServingKey, err = serving.write(dir, "kubelet-serving"); err != nil {
+		return nil, err
+	}
+	return creds, nil
 }

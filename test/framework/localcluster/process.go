@@ -237,3 +237,42 @@ func running(dir string) []pidEntry {
 	}
 	return alive
 }
+
+// Process is a program run as the cluster's components are: in its own process group, its
+// output in a log file, killed if the test process dies. test/framework/realnode runs a real
+// node's containerd and kubelet so.
+type Process struct{ p *process }
+
+// StartProcess starts bin with args and this process's environment plus env, its output going
+// to logDir/name.log.
+func StartProcess(name, bin, logDir string, env []string, args ...string) (*Process, error) {
+	p, err := startProcess(name, bin, logDir, env, args...)
+	if err != nil {
+		return nil, err
+	}
+	return &Process{p: p}, nil
+}
+
+// Stop sends SIGTERM to the process group, then SIGKILL after a grace period, and waits.
+func (p *Process) Stop() { p.p.stop() }
+
+// Exited reports an error, with the last lines of the log, if the process has stopped.
+func (p *Process) Exited() error { return p.p.exited() }
+
+// Pid is the process id, also its process group's.
+func (p *Process) Pid() int { return p.p.cmd.Process.Pid }
+
+// Log is the path of the process's log.
+func (p *Process) Log() string { return p.p.log }
+
+// WritePIDFile records procs in dir's pid file, which StopDir reads.
+func WritePIDFile(dir string, procs ...*Process) error {
+	inner := make([]*process, len(procs))
+	for i, p := range procs {
+		inner[i] = p.p
+	}
+	return writePIDFile(dir, inner)
+}
+
+// Tail returns the last n lines of a file (or the error reading it).
+func Tail(path string, n int) string { return tail(path, n) }
