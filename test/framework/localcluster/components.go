@@ -163,10 +163,9 @@ func (c *Cluster) startAPIServer(e *startEnv) (*process, wait.ConditionWithConte
 		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
 		"--proxy-client-cert-file=" + p.frontProxyClient, "--proxy-client-key-file=" + p.frontProxyKey,
 		"--cert-dir=" + filepath.Join(c.Dir, "pki", "apiserver"),
-		// Real kubelets (test/framework/realnode) serve on 127.0.0.1: the API server must dial an
-		// address, not the Hostname the default order tries first (a node name nothing
-		// resolves). kwok's nodes are never dialled (kwok answers no logs or exec).
-		"--kubelet-preferred-address-types=InternalIP",
+		// The API server's identity towards real kubelets (test/framework/realnode), and the CA
+		// it verifies them with. It cannot dial them yet: their Nodes have no address (see
+		// docs/local-cluster.md, Real nodes).
 		"--kubelet-certificate-authority=" + p.caFile,
 		"--kubelet-client-certificate=" + p.kubeletClient, "--kubelet-client-key=" + p.kubeletClientKey,
 	}

@@ -23,7 +23,7 @@ import (
 const podTimeout = 2 * time.Minute
 
 // requirePreconditions skips the test where a real node cannot run, or fails it in CI (CI set),
-// where hack/realnode-deps.sh (make test-realnode) must have installed everything.
+// where hack/realnode-deps.sh must have installed everything.
 func requirePreconditions(t *testing.T) {
 	t.Helper()
 	if testing.Short() {
@@ -42,7 +42,7 @@ func requirePreconditions(t *testing.T) {
 		msg += "\n" + err.Error()
 	}
 	if os.Getenv("CI") != "" {
-		t.Fatal(msg + "\n(make test-realnode runs hack/realnode-deps.sh first, as root)")
+		t.Fatal(msg + "\n(run hack/realnode-deps.sh first, as root: .ci/run does)")
 	}
 	t.Skip(msg)
 }
