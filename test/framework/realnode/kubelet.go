@@ -28,9 +28,8 @@ func kubeletConfig(h hostState, creds *localcluster.KubeletCredentials, port, he
 	return map[string]any{
 		"apiVersion": "kubelet.config.k8s.io/v1beta1",
 		"kind":       "KubeletConfiguration",
-		// Serves on the loopback address only. Not yet reachable by the API server (logs,
-		// exec): the kubelet refuses a loopback --node-ip (validateNodeIP in
-		// pkg/kubelet/kubelet_node_status.go), so the Node has no address to dial.
+		// Serves on the loopback address only, where the API server reaches it by the Node's
+		// Hostname address (see etcHosts).
 		"address":            "127.0.0.1",
 		"port":               port,
 		"readOnlyPort":       0,
@@ -106,10 +105,8 @@ func (n *Node) startKubelet(ctx context.Context, opts Options) error {
 		// Its state, volumes and certificates under the node's directory, not /var/lib/kubelet.
 		"--root-dir="+n.host.kubeletRoot(),
 		"--cert-dir="+filepath.Join(dir, "pki"),
+		// The Node's name and Hostname address, which /etc/hosts resolves to 127.0.0.1.
 		"--hostname-override="+n.Name,
-		// Refused (loopback), but it keeps the kubelet from advertising the host's own
-		// address as the Node's InternalIP.
-		"--node-ip=127.0.0.1",
 		"--v=2",
 	)
 	if err != nil {

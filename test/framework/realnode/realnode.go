@@ -117,7 +117,8 @@ func (o *Options) defaults() error {
 // hostState is what a node creates outside its directory, named from its options: enough for a
 // later run to find and remove it even if the process that made it was killed.
 type hostState struct {
-	dir string
+	name string
+	dir  string
 	// cgroupRoot is the cgroup (in every v1 hierarchy) under which the kubelet puts kubepods.
 	cgroupRoot string
 	bridge     string
@@ -125,7 +126,7 @@ type hostState struct {
 }
 
 func newHostState(o Options) hostState {
-	return hostState{dir: o.Dir, cgroupRoot: "brupop-" + o.Name, bridge: o.Bridge, network: "brupop-" + o.Name}
+	return hostState{name: o.Name, dir: o.Dir, cgroupRoot: "brupop-" + o.Name, bridge: o.Bridge, network: "brupop-" + o.Name}
 }
 
 // Binaries the node runs from PATH (Debian's packages; hack/realnode-deps.sh installs them),
@@ -211,6 +212,9 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 		return err
 	}
 	if err := n.importImage(ctx, image); err != nil {
+		return err
+	}
+	if err := n.host.addHostsEntry(); err != nil {
 		return err
 	}
 	if err := n.startKubelet(ctx, opts); err != nil {

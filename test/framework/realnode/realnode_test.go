@@ -143,6 +143,19 @@ func runAndDeletePod(ctx context.Context, t *testing.T, c *localcluster.Cluster,
 	}
 	t.Logf("pod Running in %v", time.Since(began).Round(time.Millisecond))
 
+	// The API server reaches the kubelet (by the Node's Hostname, on 127.0.0.1) for the logs
+	// of the pod's container, which pause/main.go writes once it holds the pod.
+	err = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, podTimeout, true, func(ctx context.Context) (bool, error) {
+		raw, err := pods.GetLogs(pod.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+		if err != nil {
+			return false, fmt.Errorf("reading the pod's logs through the API server: %w", err)
+		}
+		return strings.Contains(string(raw), "pause: holding the pod"), nil
+	})
+	if err != nil {
+		t.Fatalf("the pod's log: %v\n%s", err, node.logTails())
+	}
+
 	// A graceful delete: the Pod object goes only once the kubelet has killed its containers
 	// and reported them terminated.
 	began = time.Now()

@@ -123,6 +123,9 @@ func teardown(ctx context.Context, log logr.Logger, h hostState, ctrd *localclus
 	errs = append(errs, h.unmountAll()...)
 	errs = append(errs, h.removeCgroups(ctx)...)
 	errs = append(errs, h.removeHostEntries()...)
+	if err := h.removeHostsEntry(); err != nil {
+		errs = append(errs, err)
+	}
 	errs = append(errs, h.removeDir(keepLogs))
 	return errors.Join(errs...)
 }
@@ -416,6 +419,9 @@ func Leftovers(opts Options) ([]string, error) {
 	}
 	if h.bridgeExists() {
 		out = append(out, "bridge "+h.bridge)
+	}
+	if h.hasHostsEntry() {
+		out = append(out, etcHosts+" line "+h.hostsLine())
 	}
 	for _, path := range append(h.cniResults(), h.logLinks()...) {
 		out = append(out, "file "+path)

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -15,5 +16,6 @@ func main() {
 	// handlers SIGTERM would be ignored and every stop would wait for SIGKILL.
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	fmt.Println("pause: holding the pod until stopped") // read back through the API server by the test
 	<-stop
 }
