@@ -190,20 +190,19 @@ func pointers[T any](items []T) []*T {
 
 // nodesOf and brnsOf return the Nodes and the BottlerocketNodes of a pass's entries.
 func nodesOf(entries []fleetEntry) []*corev1.Node {
-	out := make([]*corev1.Node, 0, len(entries))
-	for i := range entries {
-		if entries[i].node != nil {
-			out = append(out, entries[i].node)
-		}
-	}
-	return out
+	return present(entries, func(e *fleetEntry) *corev1.Node { return e.node })
 }
 
 func brnsOf(entries []fleetEntry) []*v1alpha1.BottlerocketNode {
-	out := make([]*v1alpha1.BottlerocketNode, 0, len(entries))
+	return present(entries, func(e *fleetEntry) *v1alpha1.BottlerocketNode { return e.brn })
+}
+
+// present returns the objects that entries hold, leaving out those they do not.
+func present[T any](entries []fleetEntry, object func(*fleetEntry) *T) []*T {
+	out := make([]*T, 0, len(entries))
 	for i := range entries {
-		if entries[i].brn != nil {
-			out = append(out, entries[i].brn)
+		if o := object(&entries[i]); o != nil {
+			out = append(out, o)
 		}
 	}
 	return out
