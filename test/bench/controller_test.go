@@ -407,6 +407,8 @@ func rollout(b *testing.B, env *testenv.Env, ctl *controllerProcess) (float64, t
 		ObjectMeta: metav1.ObjectMeta{Name: "rollout"},
 		Spec: v1alpha1.UpdatePolicySpec{
 			NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"bench/rollout": "true"}}, Version: "1.26.0", MaxUnavailable: &ten,
+			// Ten rounds of a minute's default stableFor would make the rollout mostly waiting.
+			Health: v1alpha1.HealthSpec{StableFor: &metav1.Duration{Duration: 5 * time.Second}},
 		},
 	}); err != nil {
 		b.Fatal(err)
