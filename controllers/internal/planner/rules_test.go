@@ -757,3 +757,24 @@ func TestPinBackToLatest(t *testing.T) {
 		t.Errorf("target source %q", src)
 	}
 }
+
+// A node waiting for the wave before keeps its message while that wave makes progress: a count
+// in it would rewrite the status of every waiting node at each node updated (in the e2e scale
+// scenario, half the controller's writes), and the policy's status.waves shows that progress.
+func TestWaitingForWaveHoldsItsMessage(t *testing.T) {
+	p := policy("p", func(s *v1alpha1.UpdatePolicySpec) {
+		s.MaxUnavailable = intOrStr("5")
+		s.Waves = []v1alpha1.Wave{{Name: "first", Nodes: intOrStr("2")}}
+	})
+	p.Status.TargetVersion = "1.21.0"
+	in := Input{Now: t0, Policies: []v1alpha1.UpdatePolicy{p}, Nodes: fleetOf("n", 3, []string{"z"}, "1.20.0", "1.21.0")}
+	before := decisionsByName(Compute(in))["n-002"]
+	in.Nodes[0].BRN.Status.Agent.CurrentVersion = "1.21.0" // the first wave's first node is updated
+	after := decisionsByName(Compute(in))["n-002"]
+	if before.Reason != v1alpha1.ReasonWaitingForWave || after.Reason != v1alpha1.ReasonWaitingForWave {
+		t.Fatalf("n-002 waits for %s, then %s: want %s both times", before.Reason, after.Reason, v1alpha1.ReasonWaitingForWave)
+	}
+	if before.Message != after.Message {
+		t.Errorf("the waiting node's message changed with the wave's progress: %q, then %q", before.Message, after.Message)
+	}
+}

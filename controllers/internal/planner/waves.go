@@ -203,7 +203,9 @@ func (pp *policyPass) completeWaves(classes []nodeClass) {
 		switch {
 		case !prev.complete:
 			w.blockReason = v1alpha1.ReasonWaitingForWave
-			w.blockMessage = fmt.Sprintf("waiting for wave %s (%d/%d nodes done)", prev.name, prev.updated+prev.failed, prev.nodes)
+			// No count of the wave's progress here: it would rewrite every waiting node's
+			// status at each node done. The policy's status.waves shows it.
+			w.blockMessage = fmt.Sprintf("waiting for wave %s to finish (progress: the UpdatePolicy's status.waves)", prev.name)
 		case !prev.open:
 			w.blockReason, w.blockMessage = prev.blockReason, prev.blockMessage
 		case pp.in.Now.Before(soakEnds):
