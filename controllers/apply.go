@@ -21,14 +21,18 @@ import (
 // newer object plans again. (Our own writes are always in the view: see catchUp.)
 func (r *RolloutReconciler) applyNodes(ctx context.Context, in planner.Input, plan planner.Plan) error {
 	var errs []error
-	for i := range plan.Nodes {
-		ns, d := in.Nodes[i], &plan.Nodes[i]
-		if ns.BRN == nil || settled(d, ns.Node, ns.BRN) {
-			continue // discovery creates a missing BottlerocketNode
-		}
-		nodeCtx := log.IntoContext(ctx, log.FromContext(ctx).WithValues("node", ns.Node.Name))
-		if err := r.applyNode(nodeCtx, ns, d, in.Now); err != nil && !apierrors.IsConflict(err) {
-			errs = append(errs, err)
+	// The nodes that change phase first: the others' writes (a reason or a message) would
+	// otherwise delay each move by as many requests as come before it in name order.
+	for _, moves := range []bool{true, false} {
+		for i := range plan.Nodes {
+			ns, d := in.Nodes[i], &plan.Nodes[i]
+			if (d.Phase != d.From) != moves || ns.BRN == nil || settled(d, ns.Node, ns.BRN) {
+				continue // discovery creates a missing BottlerocketNode
+			}
+			nodeCtx := log.IntoContext(ctx, log.FromContext(ctx).WithValues("node", ns.Node.Name))
+			if err := r.applyNode(nodeCtx, ns, d, in.Now); err != nil && !apierrors.IsConflict(err) {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errors.Join(errs...)
