@@ -26,8 +26,25 @@ rules:
 `
 
 // Policy records, at metadata level, every request that changes something, but Lease
-// renewals.
-const Policy = withoutLeases + `- level: Metadata
+// renewals; and with its body each write whose body ReadReactions reads — a Node's status
+// (whether it turned Ready), a pod's binding (its node) and deletion (its grace period): small
+// bodies, a few per node and pod.
+const Policy = withoutLeases + `- level: Request
+  verbs: [update, patch]
+  resources:
+  - group: ""
+    resources: [nodes/status]
+- level: Request
+  verbs: [create]
+  resources:
+  - group: ""
+    resources: [pods/binding]
+- level: Request
+  verbs: [delete]
+  resources:
+  - group: ""
+    resources: [pods]
+- level: Metadata
   verbs: [create, update, patch, delete, deletecollection]
 - level: None
 `
@@ -58,6 +75,8 @@ type Event struct {
 	ResponseStatus struct {
 		Code int `json:"code"`
 	} `json:"responseStatus"`
+	// RequestObject is the request's body, for the requests recorded at Request level.
+	RequestObject json.RawMessage `json:"requestObject"`
 }
 
 // Write reports whether the event is of a request that changes something.
