@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 )
 
 // withoutLeases starts a policy that records no Lease renewal (every node's heartbeat: most of
@@ -26,12 +28,15 @@ rules:
 `
 
 // Policy records, at metadata level, every request that changes something, but Lease
-// renewals; and with its body each write whose body ReadReactions reads — a Node's status
-// (whether it turned Ready), a pod's binding (its node) and deletion (its grace period): small
-// bodies, a few per node and pod.
-const Policy = withoutLeases + `- level: Request
+// renewals; and with its body each write whose body ReadReactions reads — a BottlerocketNode's
+// status (the controller's phase, the agent's report), a Node's status (whether it turned
+// Ready), a pod's binding (its node) and deletion (its grace period): bodies of a kilobyte at
+// most, a few dozen per node and a few per pod.
+var Policy = withoutLeases + `- level: Request
   verbs: [update, patch]
   resources:
+  - group: ` + group + `
+    resources: [bottlerocketnodes/status]
   - group: ""
     resources: [nodes/status]
 - level: Request
@@ -48,6 +53,9 @@ const Policy = withoutLeases + `- level: Request
   verbs: [create, update, patch, delete, deletecollection]
 - level: None
 `
+
+// group is the API group of the BottlerocketNodes.
+var group = v1alpha1.GroupVersion.Group
 
 // Everything records every request at metadata level, reads and watches included, but Lease
 // renewals: for measuring the load a client puts on the API server.

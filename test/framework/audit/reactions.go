@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
-	"sort"
 	"time"
+
+	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 )
 
 // Identities say who, in the audit log, are the controller and the agents; they must differ.
@@ -19,26 +21,78 @@ type Identities struct {
 	NodeExtra string
 }
 
-// Evidence is a kind of evidence about a node the controller reacts to.
+// Evidence is a kind of evidence about a node that a phase transition waits on.
 type Evidence string
 
-// The kinds of evidence, in the order Reactions returns them.
+// The kinds of evidence.
 const (
-	AgentReport Evidence = "the agent's report"
-	NodeReady   Evidence = "the Node turning Ready"
+	// Entered is the controller's own write that put the node in the phase it leaves: what
+	// the transition waits on may all have been there before it.
+	Entered Evidence = "entering the phase"
+	// AgentStaged is an agent's report that changed what Staging reads of it: the generation
+	// it acted on, its last action, the versions staged and running.
+	AgentStaged Evidence = "the agent's report of its staging"
+	// LastPodGone is the removal of a pod the controller evicted from the node: the drain
+	// ends when none is left, so the latest before its end is the last pod gone.
 	LastPodGone Evidence = "the last pod gone"
+	// AgentBooted is an agent's report that changed its boot ID or its reboot record.
+	AgentBooted Evidence = "the agent's report of a new boot"
+	// NodeReady is the Node turning Ready.
+	NodeReady Evidence = "the Node turning Ready"
+	// AgentRunning is an agent's report that changed the version running.
+	AgentRunning Evidence = "the agent's report of the version running"
 )
 
-var kinds = []Evidence{AgentReport, NodeReady, LastPodGone}
+// agentEvidence says, for each kind of evidence in an agent's report, what of the report a
+// transition reads (controllers/internal/planner/lifecycle.go): a report that changes none of
+// it is no evidence of that kind, such as a periodic report of a node waiting its turn.
+var agentEvidence = []struct {
+	kind  Evidence
+	reads func(*v1alpha1.AgentStatus) any
+}{
+	{AgentStaged, func(a *v1alpha1.AgentStatus) any {
+		return []any{a.ObservedGeneration, a.LastAction, a.StagedVersion, a.CurrentVersion}
+	}},
+	{AgentBooted, func(a *v1alpha1.AgentStatus) any { return []any{a.BootID, a.RebootRecord} }},
+	{AgentRunning, func(a *v1alpha1.AgentStatus) any { return a.CurrentVersion }},
+}
 
-// Reaction is how soon the controller reacted to one kind of evidence.
+// Transition is a change of a node's phase; From is empty for the first phase written.
+type Transition struct {
+	From, To v1alpha1.NodePhase
+}
+
+func (t Transition) String() string { return string(t.From) + "→" + string(t.To) }
+
+// reactive are the transitions the controller makes on evidence about the node, in the
+// lifecycle's order, with the evidence each waits on besides Entered (the planner's step of
+// the phase left, in controllers/internal/planner/lifecycle.go). Rebooting→Verifying reads
+// the agent's report alone, not the Node. The other transitions wait on admission (Pending→
+// Staging, Staged→Draining: waves, budgets, windows, pauses) or on time (Stabilizing→Updated:
+// health.stableFor), or are failures.
+var reactive = []reactiveTransition{
+	{Transition{v1alpha1.PhaseStaging, v1alpha1.PhaseStaged}, []Evidence{AgentStaged}},
+	{Transition{v1alpha1.PhaseDraining, v1alpha1.PhaseRebooting}, []Evidence{LastPodGone}},
+	{Transition{v1alpha1.PhaseRebooting, v1alpha1.PhaseVerifying}, []Evidence{AgentBooted}},
+	{Transition{v1alpha1.PhaseVerifying, v1alpha1.PhaseStabilizing}, []Evidence{NodeReady, AgentRunning}},
+}
+
+type reactiveTransition struct {
+	t        Transition
+	evidence []Evidence
+}
+
+// Reaction is how soon the controller wrote one kind of transition once it had what the
+// transition waits on.
 type Reaction struct {
-	Evidence Evidence
-	// Times are, in ascending order, the time from each piece of evidence to the controller's
-	// next write for its node.
+	Transition
+	// Evidence is what the transition waits on, besides Entered.
+	Evidence []Evidence
+	// Times are, in ascending order, the time from the latest evidence before each write of
+	// the transition to the write's completion.
 	Times []time.Duration
-	// Unanswered counts the pieces of evidence the log has no controller write after.
-	Unanswered int
+	// Latest counts the writes by the kind of their latest evidence.
+	Latest map[Evidence]int
 }
 
 // Percentile is the p-th percentile of Times (nearest rank), zero without any.
@@ -50,9 +104,18 @@ func (r Reaction) Percentile(p float64) time.Duration {
 	return r.Times[min(max(rank, 1), len(r.Times))-1]
 }
 
+// Reactions are the controller's reaction times in an audit log.
+type Reactions struct {
+	// Measured are the transitions made on evidence, in the lifecycle's order, each measured
+	// or not.
+	Measured []Reaction
+	// Unmeasured counts the controller's other phase changes, by transition.
+	Unmeasured map[Transition]int
+}
+
 // ReadReactions measures the controller's reaction times in an audit log and its rotated
-// backups (see Reactions).
-func ReadReactions(path string, who Identities) ([]Reaction, error) {
+// backups (see ReactionsOf).
+func ReadReactions(path string, who Identities) (Reactions, error) {
 	var events []Event
 	_, err := Count(path, func(ev Event) bool {
 		switch ev.ObjectRef.Resource {
@@ -62,82 +125,99 @@ func ReadReactions(path string, who Identities) ([]Reaction, error) {
 		return false
 	})
 	if err != nil {
-		return nil, err
+		return Reactions{}, err
 	}
-	return Reactions(events, who)
+	return ReactionsOf(events, who)
 }
 
-// Reactions measures the controller's reaction times in the completed requests of an audit
-// log, taken in the order the API server completed them: for each piece of evidence about a
-// node, the time from the completion of its request to the completion of the controller's next
-// successful write for that node (its BottlerocketNode, spec or status, or its Node). Only that
-// first write answers it; evidence with none after it is counted as unanswered. The evidence:
+// ReactionsOf measures the controller's reaction times in the completed requests of an audit
+// log, taken in the order the API server completed them. A phase change is a successful write
+// by the controller to a BottlerocketNode's status whose body sets status.phase to another
+// phase than its last such write set. For each change of a transition made on evidence (see
+// reactive), the reaction time runs from the completion of the latest request of the evidence
+// it waits on, or of the change that entered the phase it leaves if that is later, to the
+// change's completion. Evidence counts only if it completed before the API server received
+// the change: the controller cannot have acted on what came later. The evidence:
 //
-//   - AgentReport: a successful write by the node's agent to its BottlerocketNode's status.
+//   - AgentStaged, AgentBooted, AgentRunning: a successful write by the node's agent to its
+//     BottlerocketNode's status (a server-side apply of the whole status.agent) that changed
+//     what the transition reads of the agent's previous report (see agentEvidence).
 //   - NodeReady: a successful write to the Node's status that sets its Ready condition True
-//     after the log last had it otherwise. The log must hold these writes' bodies (Request
-//     level): kwok and the harness send strategic merge patches, in which, as in a whole
-//     object, the conditions written are listed by type. A Node whose Ready condition the log
-//     has not shown yet (a new one) is not known to have been otherwise.
-//   - LastPodGone: the removal of the last pod bound to the node that the controller evicts,
+//     after the log last had it otherwise. kwok and the harness send strategic merge patches,
+//     in which, as in a whole object, the conditions written are listed by type. A Node whose
+//     Ready condition the log has not shown yet (a new one) is not known to have been
+//     otherwise.
+//   - LastPodGone: the removal of a pod bound to the node that the controller asked to evict,
 //     whatever the answer (the pods it leaves alone, such as DaemonSets', are not the drain's).
-//     The log must hold the bodies of pods' bindings, which name the node, and of their
-//     deletions: a pod is removed by a deletion with a grace period of 0 (by its kubelet, here
-//     kwok, once its containers stopped); another only marks it terminating.
-func Reactions(events []Event, who Identities) ([]Reaction, error) {
+//     A pod is removed by a deletion with a grace period of 0 (by its kubelet, here kwok, once
+//     its containers stopped); another only marks it terminating.
+//
+// The log must hold the bodies (Request level) of the writes to BottlerocketNodes' and Nodes'
+// status, of pods' bindings (which name the node) and of their deletions.
+func ReactionsOf(events []Event, who Identities) (Reactions, error) {
 	done := slices.Clone(events)
 	slices.SortStableFunc(done, func(a, b Event) int { return a.StageTimestamp.Compare(b.StageTimestamp) })
-	r := reader{who: who, answers: map[string][]time.Time{}, ready: map[string]bool{}, pods: map[string]*podLife{}}
-	for seq := range done {
-		if err := r.read(&done[seq], seq); err != nil {
-			return nil, err
+	r := reader{who: who, evidence: map[string][]sighting{}, phase: map[string]v1alpha1.NodePhase{},
+		agent: map[string]*v1alpha1.AgentStatus{}, ready: map[string]bool{}, pods: map[string]*boundPod{}}
+	for i := range done {
+		if err := r.read(&done[i]); err != nil {
+			return Reactions{}, err
 		}
 	}
-	r.lastPodsGone()
 	return r.reactions(), nil
 }
 
 // reader reads a log's events in order.
 type reader struct {
-	who      Identities
-	evidence []sighting
-	// answers are the times of the controller's writes for each node, ascending.
-	answers map[string][]time.Time
+	who Identities
+	// evidence is what the log showed of each node, by node.
+	evidence map[string][]sighting
+	// changes are the controller's phase changes, in order; phase is each node's last phase.
+	changes []change
+	phase   map[string]v1alpha1.NodePhase
+	// agent is each node's agent's last report.
+	agent map[string]*v1alpha1.AgentStatus
 	// ready is the status of each Node's Ready condition the log last showed.
 	ready map[string]bool
-	// pods are the pods bound to a node now, by namespace/name; lives every pod ever bound,
-	// in the order bound.
-	pods  map[string]*podLife
-	lives []*podLife
+	// pods are the pods bound to a node now, by namespace/name.
+	pods map[string]*boundPod
 }
 
 type sighting struct {
 	kind Evidence
-	node string
 	at   time.Time
 }
 
-// podLife is a pod from its binding to a node to its removal, as places in the events' order.
-type podLife struct {
+// change is a phase change written by the controller: received and completed by the API
+// server at these times.
+type change struct {
+	Transition
+	node           string
+	received, done time.Time
+}
+
+// boundPod is a pod bound to a node, until its removal.
+type boundPod struct {
 	node string
-	// gone is 0 while the pod exists: no removal is the first event, as a binding precedes it.
-	bound, gone      int
-	goneAt           time.Time
-	evictedByControl bool
+	// evicted: the controller asked to evict it.
+	evicted bool
 }
 
 func succeeded(ev *Event) bool { return ev.ResponseStatus.Code/100 == 2 }
 
-func (r *reader) read(ev *Event, seq int) error {
+func (r *reader) saw(kind Evidence, node string, at time.Time) {
+	r.evidence[node] = append(r.evidence[node], sighting{kind, at})
+}
+
+func (r *reader) read(ev *Event) error {
 	ref := &ev.ObjectRef
 	switch ev.User.Username {
 	case r.who.Controller:
-		r.byController(ev)
-		return nil
+		return r.byController(ev)
 	case r.who.Agent:
 		if succeeded(ev) && ref.Resource == "bottlerocketnodes" && ref.Subresource == "status" &&
 			slices.Equal(ev.User.Extra[r.who.NodeExtra], []string{ref.Name}) {
-			r.evidence = append(r.evidence, sighting{AgentReport, ref.Name, ev.StageTimestamp})
+			return r.agentReport(ev)
 		}
 		return nil
 	}
@@ -148,36 +228,86 @@ func (r *reader) read(ev *Event, seq int) error {
 	case "nodes/status":
 		return r.nodeStatus(ev)
 	case "pods/binding":
-		return r.bound(ev, seq)
+		return r.bound(ev)
 	case "pods/":
 		if ev.Verb == "delete" {
-			return r.deleted(ev, seq)
+			return r.deleted(ev)
 		}
 	}
 	return nil
 }
 
 // byController reads a request of the controller's: an eviction (asked, whatever the answer),
-// or a write answering the evidence about a node.
-func (r *reader) byController(ev *Event) {
+// or a successful write to a BottlerocketNode's status, which may change its phase.
+func (r *reader) byController(ev *Event) error {
 	ref := &ev.ObjectRef
 	switch {
 	case ref.Resource == "pods" && ref.Subresource == "eviction":
-		if life := r.pods[ref.Namespace+"/"+ref.Name]; life != nil {
-			life.evictedByControl = true
+		if pod := r.pods[ref.Namespace+"/"+ref.Name]; pod != nil {
+			pod.evicted = true
 		}
-	case succeeded(ev) && ev.Write() && (ref.Resource == "nodes" || ref.Resource == "bottlerocketnodes"):
-		r.answers[ref.Name] = append(r.answers[ref.Name], ev.StageTimestamp)
+	case succeeded(ev) && ev.Write() && ref.Resource == "bottlerocketnodes" && ref.Subresource == "status":
+		var body struct {
+			Status struct {
+				Phase v1alpha1.NodePhase `json:"phase"`
+			} `json:"status"`
+		}
+		if err := decodeBody(ev, &body); err != nil {
+			return err
+		}
+		node, to := ref.Name, body.Status.Phase
+		if to == "" || to == r.phase[node] {
+			return nil // a merge patch names the phase only when it changes it
+		}
+		r.changes = append(r.changes, change{Transition{r.phase[node], to}, node, ev.RequestReceived, ev.StageTimestamp})
+		r.phase[node] = to
+		r.saw(Entered, node, ev.StageTimestamp)
 	}
+	return nil
+}
+
+// agentReport reads an agent's report of its own node for what changed in it.
+func (r *reader) agentReport(ev *Event) error {
+	var body struct {
+		Status struct {
+			Agent *v1alpha1.AgentStatus `json:"agent"`
+		} `json:"status"`
+	}
+	if err := decodeBody(ev, &body); err != nil {
+		return err
+	}
+	node, report := ev.ObjectRef.Name, body.Status.Agent
+	if report == nil {
+		report = &v1alpha1.AgentStatus{}
+	}
+	previous := r.agent[node]
+	if previous == nil {
+		previous = &v1alpha1.AgentStatus{}
+	}
+	for _, e := range agentEvidence {
+		if !reflect.DeepEqual(e.reads(previous), e.reads(report)) {
+			r.saw(e.kind, node, ev.StageTimestamp)
+		}
+	}
+	r.agent[node] = report
+	return nil
+}
+
+// decodeBody decodes a request's body, which the log must hold.
+func decodeBody(ev *Event, into any) error {
+	ref, at := &ev.ObjectRef, ev.StageTimestamp.Format(time.RFC3339Nano)
+	what := fmt.Sprintf("the %s of %s/%s %s at %s", ev.Verb, ref.Resource, ref.Subresource, ref.Name, at)
+	if len(ev.RequestObject) == 0 {
+		return fmt.Errorf("%s is recorded without its body: record %s/%s writes at Request level", what, ref.Resource, ref.Subresource)
+	}
+	if err := json.Unmarshal(ev.RequestObject, into); err != nil {
+		return fmt.Errorf("reading %s: %w", what, err)
+	}
+	return nil
 }
 
 // nodeStatus reads a write to a Node's status for its Ready condition.
 func (r *reader) nodeStatus(ev *Event) error {
-	node := ev.ObjectRef.Name
-	if len(ev.RequestObject) == 0 {
-		return fmt.Errorf("the %s of Node %s's status at %s is recorded without its body: record Nodes' status writes at Request level",
-			ev.Verb, node, ev.StageTimestamp.Format(time.RFC3339Nano))
-	}
 	var body struct {
 		Status struct {
 			Conditions []struct {
@@ -186,17 +316,17 @@ func (r *reader) nodeStatus(ev *Event) error {
 			} `json:"conditions"`
 		} `json:"status"`
 	}
-	if err := json.Unmarshal(ev.RequestObject, &body); err != nil {
-		return fmt.Errorf("reading the Ready condition in the %s of Node %s's status at %s: %w",
-			ev.Verb, node, ev.StageTimestamp.Format(time.RFC3339Nano), err)
+	if err := decodeBody(ev, &body); err != nil {
+		return err
 	}
+	node := ev.ObjectRef.Name
 	for _, c := range body.Status.Conditions {
 		if c.Type != "Ready" {
 			continue
 		}
 		ready := c.Status == "True"
 		if was, known := r.ready[node]; known && !was && ready {
-			r.evidence = append(r.evidence, sighting{NodeReady, node, ev.StageTimestamp})
+			r.saw(NodeReady, node, ev.StageTimestamp)
 		}
 		r.ready[node] = ready
 	}
@@ -204,89 +334,74 @@ func (r *reader) nodeStatus(ev *Event) error {
 }
 
 // bound reads a pod's binding to a node.
-func (r *reader) bound(ev *Event, seq int) error {
+func (r *reader) bound(ev *Event) error {
 	var body struct {
 		Target struct {
 			Name string `json:"name"`
 		} `json:"target"`
 	}
-	pod, at := ev.ObjectRef.Namespace+"/"+ev.ObjectRef.Name, ev.StageTimestamp.Format(time.RFC3339Nano)
-	if len(ev.RequestObject) == 0 {
-		return fmt.Errorf("the binding of pod %s at %s is recorded without its body: record pods' bindings at Request level", pod, at)
-	}
-	if err := json.Unmarshal(ev.RequestObject, &body); err != nil {
-		return fmt.Errorf("reading the node in the binding of pod %s at %s: %w", pod, at, err)
+	if err := decodeBody(ev, &body); err != nil {
+		return err
 	}
 	if body.Target.Name == "" {
-		return fmt.Errorf("the binding of pod %s at %s names no node", pod, at)
+		return fmt.Errorf("the binding of pod %s/%s at %s names no node",
+			ev.ObjectRef.Namespace, ev.ObjectRef.Name, ev.StageTimestamp.Format(time.RFC3339Nano))
 	}
-	life := &podLife{node: body.Target.Name, bound: seq}
-	r.pods[pod] = life
-	r.lives = append(r.lives, life)
+	r.pods[ev.ObjectRef.Namespace+"/"+ev.ObjectRef.Name] = &boundPod{node: body.Target.Name}
 	return nil
 }
 
 // deleted reads a pod's deletion: with a grace period of 0 it removes the pod.
-func (r *reader) deleted(ev *Event, seq int) error {
+func (r *reader) deleted(ev *Event) error {
 	var opts struct {
 		GracePeriodSeconds *int64 `json:"gracePeriodSeconds"`
 	}
-	if len(ev.RequestObject) > 0 {
-		if err := json.Unmarshal(ev.RequestObject, &opts); err != nil {
-			return fmt.Errorf("reading the deletion of pod %s/%s at %s: %w",
-				ev.ObjectRef.Namespace, ev.ObjectRef.Name, ev.StageTimestamp.Format(time.RFC3339Nano), err)
+	if len(ev.RequestObject) > 0 { // a deletion without options has a grace period
+		if err := decodeBody(ev, &opts); err != nil {
+			return err
 		}
 	}
 	key := ev.ObjectRef.Namespace + "/" + ev.ObjectRef.Name
-	if life := r.pods[key]; life != nil && opts.GracePeriodSeconds != nil && *opts.GracePeriodSeconds == 0 {
-		life.gone, life.goneAt = seq, ev.StageTimestamp
+	if pod := r.pods[key]; pod != nil && opts.GracePeriodSeconds != nil && *opts.GracePeriodSeconds == 0 {
+		if pod.evicted {
+			r.saw(LastPodGone, pod.node, ev.StageTimestamp)
+		}
 		delete(r.pods, key)
 	}
 	return nil
 }
 
-// lastPodsGone adds the evidence of each removal of a pod the controller evicts that leaves
-// its node none of them.
-func (r *reader) lastPodsGone() {
-	drained := map[string][]*podLife{}
-	for _, l := range r.lives {
-		if l.evictedByControl {
-			drained[l.node] = append(drained[l.node], l)
-		}
+// reactions measures each phase change of a transition made on evidence, and counts the others.
+func (r *reader) reactions() Reactions {
+	out := Reactions{Measured: make([]Reaction, len(reactive)), Unmeasured: map[Transition]int{}}
+	for i, re := range reactive {
+		out.Measured[i] = Reaction{Transition: re.t, Evidence: re.evidence, Latest: map[Evidence]int{}}
 	}
-	for node, lives := range drained {
-		for _, l := range lives {
-			if l.gone == 0 {
-				continue
-			}
-			left := slices.ContainsFunc(lives, func(o *podLife) bool {
-				return o.bound < l.gone && (o.gone == 0 || o.gone > l.gone)
-			})
-			if !left {
-				r.evidence = append(r.evidence, sighting{LastPodGone, node, l.goneAt})
-			}
-		}
-	}
-}
-
-// reactions pairs each piece of evidence with the controller's first write for its node after it.
-func (r *reader) reactions() []Reaction {
-	out := make([]Reaction, len(kinds))
-	for i, k := range kinds {
-		out[i].Evidence = k
-	}
-	for _, s := range r.evidence {
-		re := &out[slices.Index(kinds, s.kind)]
-		answers := r.answers[s.node]
-		next := sort.Search(len(answers), func(i int) bool { return answers[i].After(s.at) })
-		if next == len(answers) {
-			re.Unanswered++
+	for _, c := range r.changes {
+		i := slices.IndexFunc(reactive, func(re reactiveTransition) bool { return re.t == c.Transition })
+		if i < 0 {
+			out.Unmeasured[c.Transition]++
 			continue
 		}
-		re.Times = append(re.Times, answers[next].Sub(s.at))
+		m := &out.Measured[i]
+		latest := r.latest(c, append([]Evidence{Entered}, m.Evidence...))
+		m.Times = append(m.Times, c.done.Sub(latest.at))
+		m.Latest[latest.kind]++
 	}
-	for i := range out {
-		slices.Sort(out[i].Times)
+	for i := range out.Measured {
+		slices.Sort(out.Measured[i].Times)
 	}
 	return out
+}
+
+// latest returns the node's latest evidence of these kinds that completed before the API
+// server received the change. There is one: the change that entered the phase it leaves.
+func (r *reader) latest(c change, kinds []Evidence) sighting {
+	var last sighting
+	for _, s := range r.evidence[c.node] {
+		if slices.Contains(kinds, s.kind) && !s.at.After(c.received) && !s.at.Before(last.at) {
+			last = s
+		}
+	}
+	return last
 }

@@ -1,13 +1,19 @@
 package audit
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 )
 
 // The identities of the e2e's cluster (test/framework/deploy).
@@ -39,6 +45,7 @@ type req struct {
 	verb, resource, sub, ns, nm string
 	code                        int
 	body                        string // the request's body, recorded at Request level
+	took                        int    // milliseconds from its receipt to its completion; 5 unless set
 }
 
 var start = time.Date(2026, 12, 2, 15, 59, 20, 0, time.UTC)
@@ -50,11 +57,16 @@ func (r req) line() string {
 		user["extra"] = map[string][]string{who.NodeExtra: {r.node}}
 	}
 	ref := map[string]any{"resource": r.resource, "name": r.nm, "apiVersion": "v1"}
-	uri := "/api/v1/" + r.resource + "/" + r.nm
+	uri := "/api/v1/"
+	if r.resource == "bottlerocketnodes" {
+		ref["apiGroup"], ref["apiVersion"] = group, "v1alpha1"
+		uri = "/apis/" + group + "/v1alpha1/"
+	}
 	if r.ns != "" {
 		ref["namespace"] = r.ns
-		uri = "/api/v1/namespaces/" + r.ns + "/" + r.resource + "/" + r.nm
+		uri += "namespaces/" + r.ns + "/"
 	}
+	uri += r.resource + "/" + r.nm
 	if r.sub != "" {
 		ref["subresource"] = r.sub
 		uri += "/" + r.sub
@@ -64,7 +76,7 @@ func (r req) line() string {
 		"stage": "ResponseComplete", "requestURI": uri, "verb": r.verb, "user": user, "sourceIPs": []string{"127.0.0.1"},
 		"userAgent": "e2e.test/v0.0.0 (linux/amd64) kubernetes/$Format", "objectRef": ref,
 		"responseStatus":           map[string]any{"metadata": map[string]any{}, "code": r.code},
-		"requestReceivedTimestamp": done.Add(-5 * time.Millisecond).Format(time.RFC3339Nano),
+		"requestReceivedTimestamp": done.Add(-time.Duration(cmp.Or(r.took, 5)) * time.Millisecond).Format(time.RFC3339Nano),
 		"stageTimestamp":           done.Format(time.RFC3339Nano),
 	}
 	if r.body != "" {
@@ -78,12 +90,28 @@ func (r req) line() string {
 }
 
 // Requests of the hand-written log, by whom.
-func agentOf(node string, ms, code int) req {
-	return req{ms: ms, user: who.Agent, node: node, verb: "patch", resource: "bottlerocketnodes", sub: "status", nm: node, code: code}
+
+// report is a node's agent applying its whole status.agent, as it does.
+func report(node string, ms, code int, a v1alpha1.AgentStatus) req {
+	body, err := json.Marshal(map[string]any{
+		"apiVersion": v1alpha1.GroupVersion.String(), "kind": "BottlerocketNode",
+		"metadata": map[string]any{"name": node}, "status": map[string]any{"agent": a},
+	})
+	if err != nil {
+		panic(err)
+	}
+	return req{ms: ms, user: who.Agent, node: node, verb: "patch", resource: "bottlerocketnodes", sub: "status", nm: node, code: code, body: string(body)}
 }
 
-func controllerWrites(resource, sub, node string, ms, code int) req {
-	return req{ms: ms, user: who.Controller, verb: "patch", resource: resource, sub: sub, nm: node, code: code}
+// status is the controller's merge patch of a BottlerocketNode's status (under the optimistic
+// lock of the object it read), with the phase when it changes it.
+func status(node string, phase v1alpha1.NodePhase, ms, code int) req {
+	fields := `"message":"m","reason":"r"`
+	if phase != "" {
+		fields += `,"phase":"` + string(phase) + `","phaseStartTime":"2026-12-02T15:59:20Z"`
+	}
+	return req{ms: ms, user: who.Controller, verb: "patch", resource: "bottlerocketnodes", sub: "status", nm: node, code: code,
+		body: `{"metadata":{"resourceVersion":"4242"},"status":{` + fields + `}}`}
 }
 
 // nodeStatus is a strategic merge patch of a Node's status, as the harness and kwok send them,
@@ -132,52 +160,90 @@ func writeLog(t *testing.T, rotated, current []req) string {
 	return filepath.Join(dir, "audit.log")
 }
 
-// Each piece of evidence about a node is answered by the controller's first successful write
-// for that node after it (its BottlerocketNode, spec or status, or its Node): not a write
-// before it, to another node, refused, or by anybody else.
-func TestReactionsPairEvidenceWithTheControllersNextWrite(t *testing.T) {
+// The agents' reports along an update from 1.19.0 to 1.20.0.
+var (
+	idle   = v1alpha1.AgentStatus{ObservedGeneration: 1, CurrentVersion: "1.19.0", BootID: "boot-1", UpdateState: v1alpha1.HostStateAvailable}
+	acked  = with(idle, func(a *v1alpha1.AgentStatus) { a.ObservedGeneration = 2 })
+	staged = with(acked, func(a *v1alpha1.AgentStatus) {
+		a.StagedVersion, a.UpdateState = "1.20.0", v1alpha1.HostStateStaged
+		a.LastAction = &v1alpha1.AgentAction{Action: v1alpha1.ActionStage, TargetVersion: "1.20.0", Result: v1alpha1.ActionSucceeded,
+			Time: metav1.NewTime(start)}
+	})
+	booted = with(staged, func(a *v1alpha1.AgentStatus) {
+		a.ObservedGeneration, a.CurrentVersion, a.BootID, a.UpdateState = 3, "1.20.0", "boot-2", v1alpha1.HostStateIdle
+		a.RebootRecord = &v1alpha1.RebootRecord{BootID: "boot-1", FromVersion: "1.19.0", ToVersion: "1.20.0"}
+	})
+)
+
+func with(a v1alpha1.AgentStatus, change func(*v1alpha1.AgentStatus)) v1alpha1.AgentStatus {
+	a = *a.DeepCopy()
+	change(&a)
+	return a
+}
+
+// Each phase change the controller writes on evidence is timed from the latest evidence of
+// what it waits on, or from entering the phase it leaves if that is later: evidence of the
+// node's own, that changed what the transition reads, and that completed before the API server
+// received the change. The other changes are counted, not timed.
+func TestReactionsTimeEachTransitionFromItsLatestEvidence(t *testing.T) {
 	const a, b = "ip-10-0-0-1", "ip-10-0-0-2"
 	rotated := []req{
-		// The agent's report: answered 30 ms later; the write to b before does not answer it.
-		agentOf(a, 0, 200),
-		controllerWrites("bottlerocketnodes", "status", b, 10, 200),
-		controllerWrites("bottlerocketnodes", "", a, 30, 200),
-		// A write before the report does not answer it, nor a second write after the first.
-		controllerWrites("bottlerocketnodes", "status", a, 90, 200),
-		agentOf(a, 100, 200),
-		controllerWrites("bottlerocketnodes", "status", a, 150, 200),
-		controllerWrites("bottlerocketnodes", "status", a, 160, 200),
-		// a's agent writing b's report is refused: no evidence.
-		agentOf(a, 170, 403),
+		report(a, 0, 200, idle), report(b, 5, 200, idle),
+		status(a, v1alpha1.PhasePending, 10, 200), status(b, v1alpha1.PhasePending, 12, 200),
+		nodeStatus(kwok, a, "True", 20), // a new Node Ready: not known to have been otherwise
+		bind("p1", a, 50), bind("p2", a, 55), bind("d", a, 60), bind("q", b, 65),
+		status(a, v1alpha1.PhaseStaging, 100, 200), status(b, v1alpha1.PhaseStaging, 110, 200),
+		report(a, 150, 200, acked), report(b, 160, 200, acked),
 	}
+	refreshed := with(staged, func(a *v1alpha1.AgentStatus) { a.UpdateState, a.RefreshRequest = v1alpha1.HostStateReady, "r1" })
 	current := []req{
-		// kwok makes a new Node Ready: not known to have been otherwise, no evidence.
-		nodeStatus(kwok, a, "True", 180),
-		// A reboot: NotReady, then Ready again, answered by a write to the Node 70 ms later.
-		nodeStatus(admin, a, "False", 200),
-		controllerWrites("bottlerocketnodes", "status", a, 250, 200),
-		nodeStatus(admin, a, "True", 300),
-		controllerWrites("nodes", "", a, 370, 200),
-		// kwok's heartbeat (Ready stays True) and a write without the condition: no evidence.
-		nodeStatus(kwok, a, "True", 400),
-		nodeStatus(admin, a, "", 410),
-		// A drain: p1 and p2 evicted (p2 refused at first), the agent's pod d left alone.
-		bind("p1", a, 420), bind("p2", a, 430), bind("d", a, 440), bind("q", b, 450),
-		evict("p1", 500, 201), evict("p2", 505, 429),
-		remove("p1", 0, 520), // gone, but p2 is not: not the last
-		controllerWrites("bottlerocketnodes", "status", a, 540, 200),
-		evict("p2", 600, 201),
-		remove("p2", 30, 610), // a grace period only marks it terminating
-		remove("p2", 0, 620),  // the last: d is not the drain's
-		remove("p2", 0, 625),  // kwok deletes twice: gone already
-		controllerWrites("bottlerocketnodes", "", a, 700, 200),
-		// A refused write does not answer; the next one does.
-		agentOf(a, 900, 200),
-		controllerWrites("bottlerocketnodes", "status", a, 910, 409),
-		controllerWrites("bottlerocketnodes", "status", a, 960, 200),
-		// b's report, and nothing after it: unanswered.
-		agentOf(b, 1000, 200),
-		controllerWrites("bottlerocketnodes", "status", a, 1010, 200),
+		// Staging→Staged: a's report of the target staged, 50 ms before the change; not its
+		// periodic report after it, which changes nothing the transition reads, nor a refused
+		// change, nor a report completed while the change was in flight.
+		report(a, 300, 200, staged),
+		report(a, 315, 200, refreshed),
+		status(a, v1alpha1.PhaseStaged, 325, 409),
+		report(b, 330, 200, staged),
+		report(b, 335, 422, booted), // refused: no evidence
+		func() req { r := report(b, 337, 200, booted); r.node = a; return r }(), // a's agent, were it let through: no evidence of b's
+		report(a, 340, 200, with(refreshed, func(a *v1alpha1.AgentStatus) { a.LastAction.Message = "done" })),
+		func() req { r := status(a, v1alpha1.PhaseStaged, 350, 200); r.took = 20; return r }(),
+		status(b, v1alpha1.PhaseStaged, 360, 200), // 30 ms after b's report
+		// Draining→Rebooting: a's last evicted pod gone, 80 ms before. p2 is refused at first,
+		// then only marked terminating; d, which the drain leaves alone, goes after it.
+		status(a, v1alpha1.PhaseDraining, 1000, 200),
+		evict("p1", 1010, 201), evict("p2", 1020, 429),
+		remove("p1", 0, 1050),
+		evict("p2", 1100, 201),
+		remove("p2", 30, 1110),
+		status(a, "", 1150, 200), // no phase: no change
+		remove("p2", 0, 1200),
+		remove("p2", 0, 1205), // kwok deletes twice: gone already
+		remove("d", 0, 1250),
+		status(a, v1alpha1.PhaseRebooting, 1280, 200),
+		// b has nothing to evict (q is not the drain's): 40 ms from entering Draining.
+		status(b, v1alpha1.PhaseDraining, 1300, 200),
+		status(b, v1alpha1.PhaseRebooting, 1340, 200),
+		// Rebooting→Verifying: the agent's report of the new boot, 70 ms before for a; the Node
+		// turning Ready after it is not what the transition waits on.
+		nodeStatus(admin, b, "False", 1360),
+		nodeStatus(admin, a, "False", 1400),
+		report(b, 1400, 200, booted),
+		status(b, v1alpha1.PhaseVerifying, 1450, 200),
+		report(a, 1500, 200, booted),
+		nodeStatus(admin, b, "True", 1500),
+		nodeStatus(admin, a, "True", 1550),
+		status(a, v1alpha1.PhaseVerifying, 1570, 200),
+		// Verifying→Stabilizing: b's Node turning Ready, 60 ms before (not b's periodic report
+		// after it); a had all it waits on when it entered Verifying, 130 ms before (kwok's
+		// heartbeat keeping it Ready, and a write without the condition, are no evidence).
+		report(b, 1530, 200, with(booted, func(a *v1alpha1.AgentStatus) { a.RefreshRequest = "r2" })),
+		status(b, v1alpha1.PhaseStabilizing, 1560, 200),
+		nodeStatus(kwok, a, "True", 1600),
+		nodeStatus(admin, a, "", 1610),
+		status(a, v1alpha1.PhaseStabilizing, 1700, 200),
+		// Stabilizing→Updated waits on health.stableFor: not timed.
+		status(a, v1alpha1.PhaseUpdated, 2800, 200), status(b, v1alpha1.PhaseUpdated, 2900, 200),
 	}
 	got, err := ReadReactions(writeLog(t, rotated, current), who)
 	if err != nil {
@@ -190,13 +256,24 @@ func TestReactionsPairEvidenceWithTheControllersNextWrite(t *testing.T) {
 		}
 		return d
 	}
-	want := []Reaction{
-		{Evidence: AgentReport, Times: ms(30, 50, 60), Unanswered: 1},
-		{Evidence: NodeReady, Times: ms(70)},
-		{Evidence: LastPodGone, Times: ms(80)},
+	want := Reactions{
+		Measured: []Reaction{
+			{Transition{v1alpha1.PhaseStaging, v1alpha1.PhaseStaged}, []Evidence{AgentStaged}, ms(30, 50),
+				map[Evidence]int{AgentStaged: 2}},
+			{Transition{v1alpha1.PhaseDraining, v1alpha1.PhaseRebooting}, []Evidence{LastPodGone}, ms(40, 80),
+				map[Evidence]int{Entered: 1, LastPodGone: 1}},
+			{Transition{v1alpha1.PhaseRebooting, v1alpha1.PhaseVerifying}, []Evidence{AgentBooted}, ms(50, 70),
+				map[Evidence]int{AgentBooted: 2}},
+			{Transition{v1alpha1.PhaseVerifying, v1alpha1.PhaseStabilizing}, []Evidence{NodeReady, AgentRunning}, ms(60, 130),
+				map[Evidence]int{NodeReady: 1, Entered: 1}},
+		},
+		Unmeasured: map[Transition]int{
+			{"", v1alpha1.PhasePending}: 2, {v1alpha1.PhasePending, v1alpha1.PhaseStaging}: 2,
+			{v1alpha1.PhaseStaged, v1alpha1.PhaseDraining}: 2, {v1alpha1.PhaseStabilizing, v1alpha1.PhaseUpdated}: 2,
+		},
 	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("reactions:\n got %v\nwant %v", got, want)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("reactions:\n got %+v\nwant %+v", got, want)
 	}
 }
 
@@ -218,13 +295,19 @@ func TestReactionPercentiles(t *testing.T) {
 	}
 }
 
-// A Node's status write recorded without its body cannot say whether the Node turned Ready:
-// the log's policy is wrong, and the reader says so rather than count nothing.
-func TestReactionsNeedTheNodeStatusBodies(t *testing.T) {
-	r := nodeStatus(admin, "ip-10-0-0-1", "True", 0)
-	r.body = ""
-	_, err := ReadReactions(writeLog(t, nil, []req{r}), who)
-	if err == nil || !strings.Contains(err.Error(), "Request level") {
-		t.Errorf("error %v, want one saying the Node's status writes must be recorded at Request level", err)
+// A write the reader needs the body of, recorded without it, cannot say what it changed: the
+// log's policy is wrong, and the reader says so rather than count nothing.
+func TestReactionsNeedTheBodies(t *testing.T) {
+	for name, r := range map[string]req{
+		"a Node's status":                   nodeStatus(admin, "ip-10-0-0-1", "True", 0),
+		"the controller's BottlerocketNode": status("ip-10-0-0-1", v1alpha1.PhaseStaging, 0, 200),
+		"the agent's report":                report("ip-10-0-0-1", 0, 200, idle),
+		"a pod's binding":                   bind("p1", "ip-10-0-0-1", 0),
+	} {
+		r.body = ""
+		_, err := ReadReactions(writeLog(t, nil, []req{r}), who)
+		if err == nil || !strings.Contains(err.Error(), "Request level") {
+			t.Errorf("%s: error %v, want one saying its writes must be recorded at Request level", name, err)
+		}
 	}
 }
