@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -18,6 +19,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
+	"github.com/bottlerocket-ops/update-operator/test/framework/audit"
+	"github.com/bottlerocket-ops/update-operator/test/framework/deploy"
 	"github.com/bottlerocket-ops/update-operator/test/framework/stack"
 )
 
@@ -106,6 +109,43 @@ func TestScale(t *testing.T) {
 	// Three slots (one per zone): canary alone, then 30 and 69 nodes three at a time.
 	ideal := perNode(time.Second)*time.Duration(1+10+23) + 3*time.Second + host.PrepareDuration
 	report(t, "scale", time.Since(start), ideal, c.w.peakUnavailable(), 3)
+	reportReactions(t, c.AuditLogPath)
+}
+
+// reportReactions prints, for each phase transition the controller makes on evidence about a
+// node, its reaction times from the audit log so far (the target is judged on the figures: see
+// docs/performance.md), and counts the transitions that wait on admission or time instead.
+// Every node of the scenario goes through each of those transitions: one never measured means
+// the measure, not the controller, is broken.
+func reportReactions(t *testing.T, auditLog string) {
+	t.Helper()
+	reactions, err := audit.ReadReactions(auditLog, deploy.Identities)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	for _, r := range reactions.Measured {
+		var evidence []string
+		for _, e := range r.Evidence {
+			evidence = append(evidence, string(e))
+		}
+		var latest []string
+		for _, e := range slices.Sorted(maps.Keys(r.Latest)) {
+			latest = append(latest, fmt.Sprintf("%s %d", e, r.Latest[e]))
+		}
+		t.Logf("%s (%s, or %s): n %d, p50 %.0f ms, p99 %.0f ms, max %.0f ms; latest: %s", r.Transition, strings.Join(evidence, ", "),
+			audit.Entered, len(r.Times), ms(r.Percentile(50)), ms(r.Percentile(99)), ms(r.Percentile(100)), strings.Join(latest, ", "))
+		if len(r.Times) == 0 {
+			t.Errorf("no %s transition measured", r.Transition)
+		}
+	}
+	var other []string
+	for _, tr := range slices.SortedFunc(maps.Keys(reactions.Unmeasured), func(a, b audit.Transition) int {
+		return strings.Compare(a.String(), b.String())
+	}) {
+		other = append(other, fmt.Sprintf("%s %d", tr, reactions.Unmeasured[tr]))
+	}
+	t.Logf("not measured (waiting on admission or time, or a first phase): %s", strings.Join(other, ", "))
 }
 
 // A bad release: the canary's new image does not boot. The canary falls back, is Failed and

@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
 )
 
 // withoutLeases starts a policy that records no Lease renewal (every node's heartbeat: most of
@@ -26,11 +28,34 @@ rules:
 `
 
 // Policy records, at metadata level, every request that changes something, but Lease
-// renewals.
-const Policy = withoutLeases + `- level: Metadata
+// renewals; and with its body each write whose body ReadReactions reads — a BottlerocketNode's
+// status (the controller's phase, the agent's report), a Node's status (whether it turned
+// Ready), a pod's binding (its node) and deletion (its grace period): bodies of a kilobyte at
+// most, a few dozen per node and a few per pod.
+var Policy = withoutLeases + `- level: Request
+  verbs: [update, patch]
+  resources:
+  - group: ` + group + `
+    resources: [bottlerocketnodes/status]
+  - group: ""
+    resources: [nodes/status]
+- level: Request
+  verbs: [create]
+  resources:
+  - group: ""
+    resources: [pods/binding]
+- level: Request
+  verbs: [delete]
+  resources:
+  - group: ""
+    resources: [pods]
+- level: Metadata
   verbs: [create, update, patch, delete, deletecollection]
 - level: None
 `
+
+// group is the API group of the BottlerocketNodes.
+var group = v1alpha1.GroupVersion.Group
 
 // Everything records every request at metadata level, reads and watches included, but Lease
 // renewals: for measuring the load a client puts on the API server.
@@ -58,6 +83,8 @@ type Event struct {
 	ResponseStatus struct {
 		Code int `json:"code"`
 	} `json:"responseStatus"`
+	// RequestObject is the request's body, for the requests recorded at Request level.
+	RequestObject json.RawMessage `json:"requestObject"`
 }
 
 // Write reports whether the event is of a request that changes something.

@@ -49,11 +49,17 @@ const (
 	tokenLifetime = 24 * time.Hour
 )
 
-// AgentUser is the user name the agents authenticate as.
-const AgentUser = "system:serviceaccount:" + Namespace + ":" + AgentSA
+// User names the controller and the agents authenticate as.
+const (
+	ControllerUser = "system:serviceaccount:" + Namespace + ":" + ControllerSA
+	AgentUser      = "system:serviceaccount:" + Namespace + ":" + AgentSA
+)
 
 // NodeNameExtra is where a pod-bound token's node shows in the user's extra.
 const NodeNameExtra = "authentication.kubernetes.io/node-name"
+
+// Identities are the controller's and the agents' identities, as the audit log shows them.
+var Identities = audit.Identities{Controller: ControllerUser, Agent: AgentUser, NodeExtra: NodeNameExtra}
 
 // Install holds the installed operator's identities.
 type Install struct {
