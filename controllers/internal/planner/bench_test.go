@@ -30,6 +30,7 @@ func benchInput(n int) Input {
 	for i := range n {
 		h := host(fmt.Sprintf("b-%06d", i), zones[i%3], "1.20.0", "1.21.0", "1.20.0")
 		h.Node.Labels["pool"] = fmt.Sprint(i % 10)
+		h.Node.ResourceVersion, h.BRN.ResourceVersion = "1", "1" // as the API server gives them
 		st := &h.BRN.Status
 		switch {
 		case i%10 == 1:

@@ -169,10 +169,16 @@ func FuzzPlanner(f *testing.F) {
 }
 
 // checkMemo checks that a Memo changes no plan: neither one made with an empty Memo, nor the
-// next, made from it, of a fleet where nodes were replaced by changed objects (as a cache
-// replaces them), nodes went, and policies' selectors may have changed.
+// next, made from it, of a fleet where nodes changed (with new resourceVersions, as the API
+// server gives them), nodes went, and policies' selectors may have changed.
 func checkMemo(t *testing.T, b *fuzzBytes, in Input, plan Plan) {
 	t.Helper()
+	for _, ns := range in.Nodes { // as the API server gives them
+		ns.Node.ResourceVersion = "1"
+		if ns.BRN != nil {
+			ns.BRN.ResourceVersion = "1"
+		}
+	}
 	memo := &Memo{}
 	in.Memo = memo
 	if got := Compute(in); fmt.Sprint(got) != fmt.Sprint(plan) {
@@ -192,6 +198,7 @@ func checkMemo(t *testing.T, b *fuzzBytes, in Input, plan Plan) {
 			continue
 		case 1: // relabelled, excluded or cordoned
 			ns.Node = ns.Node.DeepCopy()
+			ns.Node.ResourceVersion = "2"
 			ns.Node.Labels["pool"] = pickOf(b, "a", "b", "c")
 			if b.flag() {
 				ns.Node.Annotations = map[string]string{v1alpha1.AnnotationExclude: "true"}
@@ -200,8 +207,16 @@ func checkMemo(t *testing.T, b *fuzzBytes, in Input, plan Plan) {
 		case 2: // the agent reported
 			if ns.BRN != nil {
 				ns.BRN = ns.BRN.DeepCopy()
+				ns.BRN.ResourceVersion = "2"
 				ns.BRN.Status.Agent = &v1alpha1.AgentStatus{CurrentVersion: pickOf(b, fuzzVersions...)}
 			}
+		case 3: // a new node, named to come right after it
+			added := fuzzNode(b, 0, in.Now)
+			added.Node.Name, added.Node.ResourceVersion = ns.Node.Name+"a", "1"
+			if added.BRN != nil {
+				added.BRN.Name, added.BRN.ResourceVersion = added.Node.Name, "1"
+			}
+			next.Nodes = append(next.Nodes, added)
 		}
 		next.Nodes = append(next.Nodes, ns)
 	}

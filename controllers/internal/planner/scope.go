@@ -47,8 +47,8 @@ func observe(in Input, passes []*policyPass, idx *selectorIndex) []int32 {
 	governed := make([]int32, len(in.Nodes))
 	memo := in.Memo.cursor(selectorsKey(passes), len(in.Nodes))
 	for i, ns := range in.Nodes {
-		seen := memo.seen(ns.Node)
-		if seen != nil && seen.brn == ns.BRN {
+		seen, sameBRN := memo.seen(ns)
+		if sameBRN {
 			views[i] = seen.view
 		} else {
 			views[i] = viewOf(ns)
@@ -58,7 +58,7 @@ func observe(in Input, passes []*policyPass, idx *selectorIndex) []int32 {
 		} else {
 			governed[i] = idx.classify(ns.Node)
 		}
-		memo.keep(memoNode{node: ns.Node, brn: ns.BRN, view: views[i], governor: governed[i]})
+		memo.keep(memoOf(ns, views[i], governed[i]))
 	}
 	memo.done()
 	for _, p := range passes {
