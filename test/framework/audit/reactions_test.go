@@ -204,7 +204,7 @@ func TestReactionsTimeEachTransitionFromItsLatestEvidence(t *testing.T) {
 		report(a, 315, 200, refreshed),
 		status(a, v1alpha1.PhaseStaged, 325, 409),
 		report(b, 330, 200, staged),
-		report(b, 335, 422, booted), // refused: no evidence
+		report(b, 335, 422, booted),                                             // refused: no evidence
 		func() req { r := report(b, 337, 200, booted); r.node = a; return r }(), // a's agent, were it let through: no evidence of b's
 		report(a, 340, 200, with(refreshed, func(a *v1alpha1.AgentStatus) { a.LastAction.Message = "done" })),
 		func() req { r := status(a, v1alpha1.PhaseStaged, 350, 200); r.took = 20; return r }(),
