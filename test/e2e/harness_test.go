@@ -428,7 +428,9 @@ type watcher struct {
 	// revision still to come (see invariants.Verdict); passed is the newest revision each
 	// kind's watch has delivered.
 	pending []*invariants.Verdict
-	passed  map[string]int64
+	// clean says whether the latest instant judged was within every budget.
+	clean  bool
+	passed map[string]int64
 	// scene is the fleet at the first broken budget, as corrected.
 	scene string
 	peak  int
@@ -659,7 +661,8 @@ func (w *watcher) entered(b *v1alpha1.BottlerocketNode) bool {
 // disrupted under and is not back from, whoever caused it and whatever the policies say now.
 func (w *watcher) checkInstant(s invariants.Snapshot) {
 	v := w.checker.Judge(s)
-	if len(v.Violations) > 0 {
+	w.clean = len(v.Violations) == 0
+	if !w.clean {
 		w.pending = append(w.pending, v)
 		return
 	}
@@ -772,6 +775,22 @@ func (w *watcher) forget() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.violations, w.pending = nil, nil
+}
+
+// forgetOnceClean drops what the watcher reported of violations planted by hand once it
+// judges the world within every budget again: its view follows the API server's with a lag,
+// and what it judged of the world before it caught up would be reported as broken after.
+func (w *watcher) forgetOnceClean(t *testing.T) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.clean, nil
+	})
+	if err != nil {
+		t.Fatalf("the watcher does not judge the world within its budgets again: %v", err)
+	}
+	w.forget()
 }
 
 func (w *watcher) peakUnavailable() int {

@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bottlerocket-ops/update-operator/api/v1alpha1"
@@ -275,14 +276,14 @@ func TestWatcherCatchesPlantedViolations(t *testing.T) {
 	for _, name := range []string{a, b} {
 		setUnschedulable(t, c.Client, name, false)
 	}
-	c.w.forget()
+	c.w.forgetOnceClean(t)
 
 	if err := c.Client.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(stack.WorkloadNamespace), client.MatchingLabels{"app": "web"}); err != nil {
 		t.Fatal(err)
 	}
 	c.w.expect(t, "PodDisruptionBudget shop/web")
 	c.waitWorkloadHealthy()
-	c.w.forget()
+	c.w.forgetOnceClean(t)
 
 	// Node a's agent identity writes node b's report: the admission policy refuses it, and the
 	// audit check names the attempt.
@@ -294,9 +295,14 @@ func TestWatcherCatchesPlantedViolations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// b's report, once its agent has made one (the scenario is quicker than the first report).
 	var brn v1alpha1.BottlerocketNode
-	if err := c.Client.Get(ctx, client.ObjectKey{Name: b}, &brn); err != nil {
-		t.Fatal(err)
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		err := c.Client.Get(ctx, client.ObjectKey{Name: b}, &brn)
+		return err == nil && brn.Status.Agent != nil, client.IgnoreNotFound(err)
+	})
+	if err != nil {
+		t.Fatalf("the report of %s: %v", b, err)
 	}
 	orig := brn.DeepCopy()
 	brn.Status.Agent.BootID = "planted"
