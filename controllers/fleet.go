@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -98,13 +99,7 @@ func (x *fleetIndex) snapshot() []fleetEntry {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.sorted == nil {
-		x.sorted = slices.SortedFunc(func(yield func(*fleetEntry) bool) {
-			for _, e := range x.byName {
-				if !yield(e) {
-					return
-				}
-			}
-		}, func(a, b *fleetEntry) int { return strings.Compare(a.name, b.name) })
+		x.sorted = slices.SortedFunc(maps.Values(x.byName), byEntryName)
 	}
 	out := make([]fleetEntry, len(x.sorted))
 	for i, e := range x.sorted {
@@ -112,6 +107,8 @@ func (x *fleetIndex) snapshot() []fleetEntry {
 	}
 	return out
 }
+
+func byEntryName(a, b *fleetEntry) int { return strings.Compare(a.name, b.name) }
 
 // fleetHandler keeps the index and starts a pass on every change of a Node or
 // BottlerocketNode that a pass reads. The index is updated before the pass is asked for, so
@@ -171,7 +168,7 @@ func pairByName(nodes []*corev1.Node, brns []*v1alpha1.BottlerocketNode) []fleet
 	for _, b := range brns {
 		entry(b.Name).brn = b
 	}
-	slices.SortFunc(entries, func(a, b *fleetEntry) int { return strings.Compare(a.name, b.name) })
+	slices.SortFunc(entries, byEntryName)
 	out := make([]fleetEntry, len(entries))
 	for i, e := range entries {
 		out[i] = *e
@@ -213,8 +210,10 @@ func present[T any](entries []fleetEntry, object func(*fleetEntry) *T) []*T {
 // mid-update, and how many Nodes (of any OS) could take evicted pods. The controller and
 // ForecastRollout build it alike.
 func plannerInput(now time.Time, entries []fleetEntry, active []v1alpha1.UpdatePolicy, controllerNode string) planner.Input {
-	in := planner.Input{Now: now, Policies: active, ControllerNode: controllerNode,
-		Nodes: make([]planner.NodeState, 0, len(entries))}
+	// The policies in name order, whichever list they came from (the cache's is in any order):
+	// the planner's Memo holds what it found of them in the order given.
+	in := planner.Input{Now: now, ControllerNode: controllerNode, Nodes: make([]planner.NodeState, 0, len(entries)),
+		Policies: slices.SortedFunc(slices.Values(active), func(a, b v1alpha1.UpdatePolicy) int { return strings.Compare(a.Name, b.Name) })}
 	for i := range entries {
 		e := &entries[i]
 		switch {

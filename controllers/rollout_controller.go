@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -141,9 +139,6 @@ func (r *RolloutReconciler) read(ctx context.Context) (*world, error) {
 	if err := r.Client.List(ctx, &w.policies); err != nil {
 		return nil, fmt.Errorf("listing UpdatePolicies: %w", err)
 	}
-	// In name order: the cache lists them in any order, and the planner's Memo holds what it
-	// found of the policies in the order given.
-	slices.SortFunc(w.policies.Items, func(a, b v1alpha1.UpdatePolicy) int { return strings.Compare(a.Name, b.Name) })
 	w.fleet = r.fleet.snapshot()
 	return w, nil
 }
